@@ -1,0 +1,108 @@
+"""Chunk-size parameters and the streaming driver around the chunker kernel.
+
+Spec: ``spec/chunker.md``. Parameter rules follow casync ``ca_chunker_set_size``
+(``src/cachunker.c``); the ``-m min:avg:max`` syntax in KiB is desync's
+(``cmd/desync/make.go``, ``parseChunkSizeParam``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from desync_ref import kernels
+from desync_ref.errors import UsageError
+from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX, CA_CHUNK_SIZE_LIMIT_MIN
+
+READ_BLOCK = 4 * 1024 * 1024
+
+
+def discriminator_from_avg(avg: int) -> int:
+    """CA_CHUNKER_DISCRIMINATOR_FROM_AVG (cachunker.h), computed in double and truncated."""
+    return int(avg / (-1.42888852e-7 * avg + 1.33237515))
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkSizes:
+    min: int
+    avg: int
+    max: int
+
+    def __post_init__(self) -> None:
+        for name, value in (("min", self.min), ("avg", self.avg), ("max", self.max)):
+            if not CA_CHUNK_SIZE_LIMIT_MIN <= value <= CA_CHUNK_SIZE_LIMIT_MAX:
+                raise UsageError(f"chunk size {name} {value} is out of range 1..128MiB")
+        if self.min > self.avg:
+            raise UsageError("min chunk size must not be greater than avg")
+        if self.avg > self.max:
+            raise UsageError("avg chunk size must not be greater than max")
+
+    @property
+    def discriminator(self) -> int:
+        # casync clamps the discriminator into [min, max] (ca_chunker_set_size).
+        return min(max(discriminator_from_avg(self.avg), self.min), self.max)
+
+    @property
+    def fixed(self) -> bool:
+        return self.min == self.avg == self.max
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.avg}:{self.max}"
+
+
+DEFAULT_CHUNK_SIZES = ChunkSizes(16 * 1024, 64 * 1024, 256 * 1024)
+
+
+def parse_chunk_sizes(text: str) -> ChunkSizes:
+    """desync's ``-m min:avg:max`` in KiB."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise UsageError(f"invalid chunk size '{text}'")
+    try:
+        values = [int(p) * 1024 for p in parts]
+    except ValueError:
+        raise UsageError(f"invalid chunk size '{text}'") from None
+    return ChunkSizes(values[0], values[1], values[2])
+
+
+def iter_cuts(buffer: bytes, sizes: ChunkSizes, *, final: bool, start: int = 0) -> Iterator[int]:
+    """End offsets of the chunks in ``buffer`` from ``start``; without ``final`` the last
+    chunk, which more data could still lengthen, is held back."""
+    pos = start
+    end = len(buffer)
+    if sizes.fixed:
+        while end - pos >= sizes.avg:
+            pos += sizes.avg
+            yield pos
+    else:
+        find_cut = kernels.load("chunker").find_cut
+        lo, hi, d = sizes.min, sizes.max, sizes.discriminator
+        while pos < end:
+            if not final and end - pos < hi:
+                return
+            cut = find_cut(buffer, pos, end, lo, hi, d)
+            if cut < 0:
+                break
+            yield cut
+            pos = cut
+    if final and pos < end:
+        yield end
+
+
+def iter_chunks(stream: BinaryIO, sizes: ChunkSizes) -> Iterator[tuple[int, bytes]]:
+    """(start offset, bytes) of each chunk of the stream, reading it block by block."""
+    carry = b""
+    offset = 0
+    while True:
+        block = stream.read(READ_BLOCK)
+        final = not block
+        buffer = carry + block if carry else block
+        pos = 0
+        for cut in iter_cuts(buffer, sizes, final=final):
+            yield offset + pos, buffer[pos:cut]
+            pos = cut
+        carry = buffer[pos:]
+        offset += pos
+        if final:
+            return

@@ -1,0 +1,52 @@
+"""``make [-s STORE] [-m MIN:AVG:MAX] [-n N] [--print-stats] INDEX BLOB``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from desync_ref.cli.common import (
+    add_chunk_size_option,
+    add_command,
+    add_store_options,
+    chunk_sizes,
+    make_digest,
+    store_options,
+    workers,
+)
+from desync_ref.errors import DesyncRefError
+from desync_ref.operations.files import write_index_file
+from desync_ref.operations.make import make_index
+from desync_ref.stores.location import open_write_store
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = add_command(subparsers, "make", "Chunk input file and create index")
+    parser.add_argument("-s", "--store", help="target store")
+    add_chunk_size_option(parser)
+    parser.add_argument("--print-stats", action="store_true",
+                        help="print chunking statistics to stderr when done")
+    add_store_options(parser)
+    parser.add_argument("index", help="index to write ('-' for stdout)")
+    parser.add_argument("file", help="input file")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    store = open_write_store(args.store, store_options(args)) if args.store else None
+    try:
+        with open(args.file, "rb") as blob:
+            index, stats = make_index(blob, chunk_sizes(args), digest=make_digest(args),
+                                      store=store, workers=workers(args))
+    except IsADirectoryError:
+        raise DesyncRefError(f"{args.file} is a directory (use tar for directories)") from None
+    finally:
+        if store is not None:
+            store.close()
+    if args.print_stats:
+        json.dump({"chunks-produced": stats.chunks, "chunks-unique": stats.unique,
+                   "chunks-stored": stats.stored, "size": stats.bytes}, sys.stderr, indent=2)
+        sys.stderr.write("\n")
+    write_index_file(index, args.index)
+    return 0

@@ -1,0 +1,1 @@
+"""Operations: what each command does, with no argument parsing (the CLI is thin)."""
