@@ -52,11 +52,10 @@ def _message(exc: BaseException) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     # A closed pipe (``| head``) ends the run quietly, as in any Unix filter.
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     try:
+        args = build_parser().parse_args(argv)
         result: int = args.run(args)
         return result
     except UsageError as exc:

@@ -1,0 +1,153 @@
+"""The chunker against casync itself, on edge sizes, crafted inputs and every size set."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import re
+import struct
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from desync_ref import kernels
+from desync_ref.chunking import ChunkSizes, discriminator_from_avg, iter_chunks, parse_chunk_sizes
+from desync_ref.errors import UsageError
+from desync_ref.formats.index import parse_index
+from desync_ref.kernels.chunker import BUZHASH_TABLE, WINDOW_SIZE, buzhash, buzhash_roll
+
+SPEC = Path(__file__).resolve().parent.parent / "spec" / "chunker.md"
+KIB = 1024
+
+
+def boundaries(data: bytes, sizes: ChunkSizes) -> list[int]:
+    return [start + len(chunk) for start, chunk in iter_chunks(io.BytesIO(data), sizes)]
+
+
+def casync_boundaries(casync: str, tmp: Path, data: bytes, sizes: ChunkSizes) -> list[int]:
+    blob = tmp / "blob"
+    blob.write_bytes(data)
+    index = tmp / "x.caibx"
+    subprocess.run([casync, "make", f"--chunk-size={sizes.min}:{sizes.avg}:{sizes.max}",
+                    str(index), str(blob)], check=True, capture_output=True)
+    return [c.end for c in parse_index(index.read_bytes()).chunks]
+
+
+def craft_cut_at_min(sizes: ChunkSizes, seed: int) -> bytes:
+    """Random bytes whose first window ending at ``min`` satisfies the cut test."""
+    rng = random.Random(seed)
+    prefix = rng.randbytes(sizes.min - WINDOW_SIZE)
+    d = sizes.discriminator
+    while True:
+        window = rng.randbytes(WINDOW_SIZE)
+        if buzhash(window, 0, WINDOW_SIZE) % d == d - 1:
+            return prefix + window + rng.randbytes(3 * sizes.max)
+
+
+def test_table_checksum_matches_spec() -> None:
+    digest = hashlib.sha256(struct.pack("<256I", *BUZHASH_TABLE)).hexdigest()
+    assert digest == "5b52080d38287da9d2e278466e3e0db7ec98e5e8b226f50612a56fa012b1f660"
+    if SPEC.exists():
+        assert digest in SPEC.read_text()
+
+
+def test_roll_equals_fresh_hash() -> None:
+    data = random.Random(1).randbytes(500)
+    h = buzhash(data, 0, WINDOW_SIZE)
+    for i in range(WINDOW_SIZE, len(data)):
+        h = buzhash_roll(h, data[i - WINDOW_SIZE], data[i])
+        assert h == buzhash(data, i - WINDOW_SIZE + 1, WINDOW_SIZE)
+
+
+@pytest.mark.parametrize(("sizes", "expected"), [
+    ((16, 64, 256), 49535), ((1, 4, 16), 3075), ((4, 16, 64), 12318), ((8, 32, 128), 24680),
+])
+def test_discriminator(sizes: tuple[int, int, int], expected: int) -> None:
+    assert ChunkSizes(*(s * KIB for s in sizes)).discriminator == expected
+
+
+def test_discriminator_is_clamped_like_casync() -> None:
+    # For avg == min the formula gives ~avg/1.33 < min; casync raises it to min.
+    sizes = ChunkSizes(64 * KIB, 64 * KIB, 256 * KIB)
+    assert discriminator_from_avg(64 * KIB) < 64 * KIB
+    assert sizes.discriminator == 64 * KIB
+
+
+def test_chunk_size_parameters() -> None:
+    assert parse_chunk_sizes("16:64:256") == ChunkSizes(16 * KIB, 64 * KIB, 256 * KIB)
+    for bad in ("64:16:256", "1:2", "a:b:c", "16:64:32", "0:64:256"):
+        with pytest.raises(UsageError):
+            parse_chunk_sizes(bad)
+
+
+SIZE_SETS = [ChunkSizes(16 * KIB, 64 * KIB, 256 * KIB), ChunkSizes(1 * KIB, 4 * KIB, 16 * KIB),
+             ChunkSizes(4 * KIB, 16 * KIB, 64 * KIB), ChunkSizes(2 * KIB, 8 * KIB, 32 * KIB)]
+
+
+def edge_lengths(sizes: ChunkSizes) -> list[int]:
+    return [0, 1, 47, 48, 49, sizes.min - 1, sizes.min, sizes.min + 1, sizes.max - 1, sizes.max,
+            sizes.max + 1, 3 * sizes.max + 17]
+
+
+@pytest.mark.parametrize("sizes", SIZE_SETS, ids=str)
+def test_edge_lengths_match_casync(casync: str, tmp_path: Path, sizes: ChunkSizes) -> None:
+    rng = random.Random(sizes.avg)
+    for length in edge_lengths(sizes):
+        for data in (rng.randbytes(length), bytes(length), b"ab" * (length // 2)):
+            assert boundaries(data, sizes) == casync_boundaries(casync, tmp_path, data, sizes), length
+
+
+@pytest.mark.parametrize("sizes", SIZE_SETS[1:], ids=str)
+def test_cut_at_exactly_min_matches_casync(casync: str, tmp_path: Path, sizes: ChunkSizes) -> None:
+    data = craft_cut_at_min(sizes, seed=sizes.min)
+    ours = boundaries(data, sizes)
+    assert ours[0] == sizes.min
+    assert ours == casync_boundaries(casync, tmp_path, data, sizes)
+
+
+def test_mixed_data_matches_casync(casync: str, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    parts = [rng.randbytes(300_000), bytes(700_000), b"x" * 90_000, rng.randbytes(50_000),
+             (b"0123456789abcdef" * 4096) * 5, rng.randbytes(200_000)]
+    data = b"".join(parts)
+    for sizes in SIZE_SETS:
+        assert boundaries(data, sizes) == casync_boundaries(casync, tmp_path, data, sizes)
+
+
+def test_fixed_size_mode_matches_casync(casync: str, tmp_path: Path) -> None:
+    sizes = ChunkSizes(4 * KIB, 4 * KIB, 4 * KIB)
+    data = random.Random(3).randbytes(10 * 4 * KIB + 5)
+    assert boundaries(data, sizes) == casync_boundaries(casync, tmp_path, data, sizes)
+
+
+def test_chunker_input_matches_desync_index(peer: Path) -> None:
+    data = (peer / "testdata" / "chunker.input").read_bytes()
+    expected = parse_index((peer / "testdata" / "chunker.index").read_bytes())
+    assert boundaries(data, ChunkSizes(16 * KIB, 64 * KIB, 256 * KIB)) == [c.end for c in expected.chunks]
+    assert len(expected.chunks) == 20
+
+
+def test_block_reads_do_not_move_boundaries(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = random.Random(11).randbytes(400_000) + bytes(100_000)
+    sizes = ChunkSizes(1 * KIB, 4 * KIB, 16 * KIB)
+    whole = boundaries(data, sizes)
+    monkeypatch.setattr("desync_ref.chunking.READ_BLOCK", 7_777)
+    assert boundaries(data, sizes) == whole
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.binary(min_size=0, max_size=20_000), st.sampled_from(SIZE_SETS[1:2]))
+def test_pure_and_loaded_backends_agree(data: bytes, sizes: ChunkSizes) -> None:
+    pure = kernels.load_pure("chunker")
+    loaded = kernels.load("chunker")
+    for pos in range(0, len(data), 4096):
+        args = (data, pos, len(data), sizes.min, sizes.max, sizes.discriminator)
+        assert pure.find_cut(*args) == loaded.find_cut(*args)
+
+
+def test_backend_name_is_reported() -> None:
+    assert re.fullmatch("compiled|pure", kernels.backend())

@@ -1,0 +1,82 @@
+"""The index format: exact round trips and every malformation a reader must refuse."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+
+from desync_ref.errors import InvalidFormat
+from desync_ref.formats.constants import CA_FORMAT_WITH_16BIT_UIDS, CA_FORMAT_WITH_32BIT_UIDS
+from desync_ref.formats.index import (
+    INDEX_HEADER_SIZE,
+    TABLE_HEADER_SIZE,
+    TABLE_ITEM_SIZE,
+    Index,
+    IndexChunk,
+    encode_index,
+    parse_index,
+)
+
+
+def sample_index() -> Index:
+    chunks = [IndexChunk(0, 100, bytes([1]) * 32), IndexChunk(100, 50, bytes([2]) * 32)]
+    return Index(0xB000000000000000, 16, 64, 256, chunks)
+
+
+def test_peer_index_round_trips_byte_for_byte(peer: Path) -> None:
+    raw = (peer / "testdata" / "index.caibx").read_bytes()
+    index = parse_index(raw)
+    assert [(c.start, c.size, c.id.hex()[:8]) for c in index.chunks] == [
+        (0, 242168, "437884da"), (242168, 75740, "985462e6"), (317908, 20012, "fadff4b3")
+    ]
+    assert encode_index(index) == raw
+
+
+def test_empty_index_has_header_table_and_tail_only() -> None:
+    raw = encode_index(Index(0xB000000000000000, 16384, 65536, 262144))
+    assert len(raw) == 48 + 16 + 40
+    assert parse_index(raw).chunks == []
+
+
+def _corrupt(raw: bytes, offset: int, value: int) -> bytes:
+    return raw[:offset] + struct.pack("<Q", value) + raw[offset + 8:]
+
+
+@pytest.mark.parametrize(
+    ("name", "mangle"),
+    [
+        ("truncated", lambda raw: raw[:-1]),
+        ("header only", lambda raw: raw[:48]),
+        ("trailing bytes", lambda raw: raw + b"\0" * 40),
+        ("one trailing byte", lambda raw: raw + b"\0"),
+        ("wrong magic", lambda raw: _corrupt(raw, 8, 0x1234)),
+        ("wrong header size", lambda raw: _corrupt(raw, 0, 56)),
+        ("unknown flag bit", lambda raw: _corrupt(raw, 16, 0xB000000000000000 | 1 << 40)),
+        ("unnormalized flags", lambda raw: _corrupt(raw, 16, CA_FORMAT_WITH_16BIT_UIDS | CA_FORMAT_WITH_32BIT_UIDS)),
+        ("min above avg", lambda raw: _corrupt(raw, 24, 100)),
+        ("zero min", lambda raw: _corrupt(raw, 24, 0)),
+        ("table size", lambda raw: _corrupt(raw, 48, 0)),
+        ("table magic", lambda raw: _corrupt(raw, 56, 0)),
+        ("tail marker", lambda raw: _corrupt(raw, len(raw) - 8, 0)),
+        ("tail size", lambda raw: _corrupt(raw, len(raw) - 16, 5)),
+        ("tail index offset", lambda raw: _corrupt(raw, len(raw) - 24, 0)),
+        ("tail zero fill", lambda raw: _corrupt(raw, len(raw) - 40, 7)),
+        ("offsets not increasing", lambda raw: _corrupt(raw, 64 + 40, 100)),
+        ("chunk larger than max", lambda raw: _corrupt(raw, 64 + 40, 100 + 257)),
+    ],
+)
+def test_malformed_index_is_refused(name: str, mangle: object) -> None:
+    raw = encode_index(sample_index())
+    assert parse_index(raw) == sample_index()
+    with pytest.raises(InvalidFormat):
+        parse_index(mangle(raw))  # type: ignore[operator]
+
+
+def test_layout_offsets() -> None:
+    raw = encode_index(sample_index())
+    first_item = INDEX_HEADER_SIZE + TABLE_HEADER_SIZE
+    assert struct.unpack_from("<Q", raw, first_item)[0] == 100
+    assert struct.unpack_from("<Q", raw, first_item + TABLE_ITEM_SIZE)[0] == 150
+    assert raw[first_item + 8:first_item + 40] == bytes([1]) * 32
