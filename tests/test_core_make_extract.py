@@ -159,7 +159,7 @@ def test_invalid_chunk_fails_cleanly(tmp_path: Path, damage: str) -> None:
 
 
 def test_bad_inputs_fail_cleanly(tmp_path: Path) -> None:
-    index, store, data = _made(tmp_path)
+    index, store, _data = _made(tmp_path)
     (tmp_path / "file").write_bytes(b"x")
     (tmp_path / "ro").mkdir()
     os.chmod(tmp_path / "ro", 0o500)

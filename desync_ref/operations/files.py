@@ -19,10 +19,7 @@ STDIO = "-"
 def read_index(location: str, expected_digest: str | None = None) -> Index:
     """An index from a file or ``-`` (stdin); ``expected_digest`` set means the user chose one."""
     try:
-        if location == STDIO:
-            data = sys.stdin.buffer.read()
-        else:
-            data = Path(location).read_bytes()
+        data = sys.stdin.buffer.read() if location == STDIO else Path(location).read_bytes()
     except OSError as exc:
         raise DesyncRefError(f"cannot read index {location}: {exc.strerror}") from None
     try:

@@ -7,6 +7,7 @@ recognises the other's leftovers.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -79,10 +80,8 @@ class LocalStore:
             raise StoreError(f"cannot write chunk {chunk.id.hex()} to {self}: {exc.strerror}") from None
 
     def remove_chunk(self, chunk_id: bytes) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.chunk_path(chunk_id).unlink()
-        except FileNotFoundError:
-            pass
 
     def chunk_ids(self) -> Iterator[bytes]:
         for _, chunk_id in self._chunk_files():

@@ -1,0 +1,48 @@
+"""Build hook: compile the kernels with mypyc when possible, else ship pure Python.
+
+Everything else about the package lives in pyproject.toml. ``DESYNC_REF_PURE_BUILD=1``
+skips compilation; a missing compiler or mypyc also falls back to the pure modules.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+KERNELS = ["desync_ref/kernels/chunker.py"]
+
+
+class OptionalBuildExt(build_ext):
+    """A failed native build leaves the pure-Python kernels in charge instead of failing."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # noqa: BLE001 - any compiler failure means "stay pure"
+            print(f"desync-ref: mypyc build failed, using pure Python: {exc}", file=sys.stderr)
+
+    def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
+        try:
+            super().build_extension(ext)
+        except Exception as exc:  # noqa: BLE001
+            print(f"desync-ref: cannot compile {ext.name}, using pure Python: {exc}", file=sys.stderr)
+
+
+def native_modules() -> list[object]:
+    if os.environ.get("DESYNC_REF_PURE_BUILD", "") not in ("", "0"):
+        return []
+    try:
+        from mypyc.build import mypycify
+    except ImportError:
+        return []
+    try:
+        return list(mypycify(KERNELS, opt_level="3", debug_level="0"))
+    except Exception as exc:  # noqa: BLE001
+        print(f"desync-ref: mypyc unavailable, using pure Python: {exc}", file=sys.stderr)
+        return []
+
+
+setup(ext_modules=native_modules(), cmdclass={"build_ext": OptionalBuildExt})
