@@ -29,6 +29,11 @@ class ExtractStats:
     bytes: int = 0
 
 
+# Repeated chunks are kept in memory between uses up to this many bytes; past it they are
+# fetched again, so memory stays flat whatever the index repeats.
+KEEP_BUDGET = 64 * 1024 * 1024
+
+
 class ChunkSource:
     """Fetches, decompresses and verifies chunks; keeps a chunk that is used again."""
 
@@ -38,6 +43,7 @@ class ChunkSource:
         uses = Counter(c.id for c in index.chunks)
         self._remaining = {cid: n for cid, n in uses.items() if n > 1}
         self._kept: dict[bytes, bytes] = {}
+        self._kept_bytes = 0
         # Runs of zeros chunk into max-size pieces (the window hash is constant), plus
         # possibly a short tail; hashing zeros of just those sizes finds them.
         sizes = {index.chunk_size_max, index.chunk_size_min}
@@ -59,13 +65,17 @@ class ChunkSource:
             verify(chunk.id, kept, self.digest)
             with self._lock:
                 self.fetched += 1
-                if chunk.id in self._remaining:
+                if (chunk.id in self._remaining and chunk.id not in self._kept
+                        and self._kept_bytes + len(kept) <= KEEP_BUDGET):
                     self._kept[chunk.id] = kept
+                    self._kept_bytes += len(kept)
         with self._lock:
             left = self._remaining.get(chunk.id)
             if left is not None:
                 if left <= 1:
-                    self._kept.pop(chunk.id, None)
+                    dropped = self._kept.pop(chunk.id, None)
+                    if dropped is not None:
+                        self._kept_bytes -= len(dropped)
                     del self._remaining[chunk.id]
                 else:
                     self._remaining[chunk.id] = left - 1

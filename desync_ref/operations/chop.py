@@ -1,0 +1,65 @@
+"""chop: store the chunks of a file, cut where its index says (``desync chop``).
+
+Spec: ``spec/index.md`` (offsets), ``spec/store.md`` (chunk files). Behaviour of desync
+``chop.go`` (``ChopFile``) and ``chunkstorage.go``: every chunk read from the file is hashed
+and must equal its id before anything is written, chunks the store already holds are not
+written again, and the first bad or short chunk ends the run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from contextlib import closing
+from dataclasses import dataclass
+
+from desync_ref.errors import ChunkInvalid, DesyncRefError
+from desync_ref.formats.chunk import digest_function, verify
+from desync_ref.formats.index import IndexChunk
+from desync_ref.operations.parallel import ordered_map
+from desync_ref.stores import Chunk, WriteStore
+
+
+@dataclass
+class ChopStats:
+    chunks: int = 0
+    stored: int = 0
+
+
+def chop(location: str, chunks: Iterable[IndexChunk], digest_name: str, store: WriteStore, *,
+         workers: int = 1) -> ChopStats:
+    """Store each distinct chunk of ``chunks``, read from the file at ``location``."""
+    digest = digest_function(digest_name)
+    todo: dict[bytes, IndexChunk] = {}
+    for chunk in chunks:
+        todo.setdefault(chunk.id, chunk)  # the first place a repeated chunk occurs
+    stats = ChopStats()
+    try:
+        fd = os.open(location, os.O_RDONLY)
+    except OSError as exc:
+        raise DesyncRefError(f"cannot open {location}: {exc.strerror}") from None
+
+    def store_one(chunk: IndexChunk) -> bool:
+        data = os.pread(fd, chunk.size, chunk.start)
+        if len(data) != chunk.size:
+            raise ChunkInvalid(
+                f"{location} ends before chunk {chunk.id.hex()} "
+                f"(offset {chunk.start}, size {chunk.size})"
+            )
+        try:
+            verify(chunk.id, data, digest)
+        except ChunkInvalid as exc:
+            raise ChunkInvalid(f"{location} at offset {chunk.start}: {exc}") from None
+        if store.has_chunk(chunk.id):
+            return False
+        store.store_chunk(Chunk(chunk.id, data=data))
+        return True
+
+    try:
+        with closing(ordered_map(store_one, todo.values(), workers)) as results:
+            for stored in results:
+                stats.chunks += 1
+                stats.stored += stored
+    finally:
+        os.close(fd)
+    return stats

@@ -1,0 +1,42 @@
+"""cache: copy chunks from source stores into a target store (``desync cache``).
+
+Spec: ``spec/store.md``. Behaviour of desync ``copy.go`` (``Copy``: chunks the target holds
+are skipped, the first error ends the run). Unlike desync, every chunk is decompressed and
+hashed before it is written, so nothing invalid reaches the target.
+"""
+
+from __future__ import annotations
+
+from contextlib import closing
+from dataclasses import dataclass
+
+from desync_ref.formats.chunk import digest_function, verify
+from desync_ref.operations.parallel import ordered_map
+from desync_ref.stores import Store, WriteStore
+
+
+@dataclass
+class CopyStats:
+    chunks: int = 0
+    copied: int = 0
+
+
+def copy_chunks(ids: dict[bytes, str], source: Store, target: WriteStore, *,
+                workers: int = 1) -> CopyStats:
+    """Copy every chunk of ``ids`` (id -> digest name) that ``target`` does not hold yet."""
+    stats = CopyStats()
+
+    def copy_one(item: tuple[bytes, str]) -> bool:
+        chunk_id, digest_name = item
+        if target.has_chunk(chunk_id):
+            return False
+        chunk = source.get_chunk(chunk_id)
+        verify(chunk_id, chunk.data(), digest_function(digest_name))
+        target.store_chunk(chunk)
+        return True
+
+    with closing(ordered_map(copy_one, ids.items(), workers)) as results:
+        for copied in results:
+            stats.chunks += 1
+            stats.copied += copied
+    return stats

@@ -1,0 +1,45 @@
+"""A bounded, ordered thread pool map shared by the chunk-by-chunk operations.
+
+desync runs ``-n`` goroutines per command (``cmd/desync/options.go``); here the same ``-n``
+sizes a thread pool. hashlib, zstandard and file I/O release the GIL, so threads help.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """``fn`` over ``items`` in up to ``workers`` threads, results in input order.
+
+    At most ``2 * workers`` calls are in flight. The first exception (in input order) is
+    raised to the consumer and the work not yet started is cancelled.
+    """
+    if workers <= 1:
+        for item in items:
+            yield fn(item)
+        return
+    window: deque[Future[R]] = deque()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for item in items:
+                window.append(pool.submit(fn, item))
+                if len(window) >= 2 * workers:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for future in window:
+                future.cancel()
+
+
+def run_all(fn: Callable[[T], object], items: Iterable[T], workers: int) -> None:
+    """``fn`` over every item for its effect; the first error aborts the rest."""
+    for _ in ordered_map(fn, items, workers):
+        pass

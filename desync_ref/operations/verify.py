@@ -1,0 +1,104 @@
+"""verify (a local store's chunks) and verify-index (a file against its index).
+
+Spec: ``spec/store.md`` (a chunk file is valid when it decompresses and hashes to its id),
+``spec/index.md`` (chunk offsets and sizes). Behaviour of desync ``local.go``
+(``LocalStore.Verify``: one line per bad chunk, ``: removed`` with repair, the walk
+carries on) and ``verifyindex.go`` (``VerifyIndex``: sizes first, then every chunk).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from contextlib import closing
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from desync_ref.errors import ChunkInvalid, DesyncRefError, InvalidFormat
+from desync_ref.formats.chunk import Digest, digest_function, verify
+from desync_ref.formats.index import Index, IndexChunk
+from desync_ref.operations.parallel import ordered_map
+from desync_ref.stores.local import LocalStore
+
+
+@dataclass
+class VerifyStats:
+    checked: int = 0
+    invalid: int = 0
+    removed: int = 0
+
+
+def _check_chunk(store: LocalStore, digest: Digest, chunk_id: bytes) -> str | None:
+    """None if the chunk is good, else desync's message for it."""
+    try:
+        verify(chunk_id, store.get_chunk(chunk_id).data(), digest)
+    except ChunkInvalid as exc:
+        return str(exc)
+    return None
+
+
+def verify_store(store: LocalStore, digest: Digest, *, repair: bool = False, workers: int = 1,
+                 report: Callable[[str], None] = print) -> VerifyStats:
+    """Check every chunk file of the store; ``report`` gets one line per invalid chunk."""
+    stats = VerifyStats()
+    ids = list(store.chunk_ids())
+
+    def check(chunk_id: bytes) -> tuple[bytes, str | None]:
+        try:
+            return chunk_id, _check_chunk(store, digest, chunk_id)
+        except DesyncRefError as exc:  # unreadable: report it and carry on, as desync does
+            return chunk_id, f"{exc}"
+
+    for chunk_id, problem in ordered_map(check, ids, workers):
+        stats.checked += 1
+        if problem is None:
+            continue
+        stats.invalid += 1
+        if repair:
+            try:
+                store.remove_chunk(chunk_id)
+            except OSError as exc:
+                problem = f"{problem}: {exc.strerror}"
+            else:
+                problem = f"{problem}: removed"
+                stats.removed += 1
+        report(problem)
+    return stats
+
+
+def _is_device(mode: int) -> bool:
+    return stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
+
+
+def verify_index(index: Index, location: str, *, workers: int = 1) -> None:
+    """Raise InvalidFormat naming the first chunk (in index order) the file does not match."""
+    digest = digest_function(index.digest)
+    try:
+        fd = os.open(location, os.O_RDONLY)
+    except OSError as exc:
+        raise DesyncRefError(f"cannot open {location}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not _is_device(info.st_mode) and info.st_size != index.length:
+            raise InvalidFormat(
+                f"index size ({index.length}) does not match file size ({info.st_size}) "
+                f"of {location}"
+            )
+
+        def check(chunk: IndexChunk) -> tuple[IndexChunk, bytes | None]:
+            data = os.pread(fd, chunk.size, chunk.start)
+            actual = digest(data)
+            return chunk, (None if len(data) == chunk.size and actual == chunk.id else actual)
+
+        # closing() stops the workers before the descriptor they read is closed.
+        with closing(ordered_map(check, index.chunks, workers)) as results:
+            for number, (chunk, actual) in enumerate(results):
+                if actual is None:
+                    continue
+                raise ChunkInvalid(
+                    f"{location} does not match the index: chunk {number} "
+                    f"(offset {chunk.start}, size {chunk.size}) should be {chunk.id.hex()} "
+                    f"but hashes to {actual.hex()}"
+                )
+    finally:
+        os.close(fd)

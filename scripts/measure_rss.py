@@ -1,0 +1,68 @@
+"""Peak RSS of ``make`` and ``extract`` on a large blob (default 1 GiB), for `make bench`.
+
+Each command runs as its own child process; its peak RSS is read from ``wait4``'s rusage,
+so the parent's memory never counts. Prints one line per command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def write_blob(path: Path, size: int) -> None:
+    """Mixed content: random stretches, zero runs and repeats, written block by block."""
+    block = 8 << 20
+    with path.open("wb") as out:
+        for n in range(0, size, block):
+            kind = (n // block) % 4
+            length = min(block, size - n)
+            if kind == 2:
+                out.write(bytes(length))
+            else:
+                out.write(hashlib.shake_256(b"blk%d" % (n // block % 24)).digest(length))
+
+
+def peak_rss(cmd: list[str]) -> tuple[float, float]:
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    elapsed = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"command failed: {' '.join(cmd)}")
+    return usage.ru_maxrss / 1024, elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--size-mib", type=int, default=1024)
+    parser.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
+    args = parser.parse_args()
+    tool = [sys.executable, "-m", "desync_ref"]
+    work = Path(tempfile.mkdtemp(prefix="desync-ref-rss-", dir=args.dir))
+    try:
+        blob = work / "blob"
+        write_blob(blob, args.size_mib << 20)
+        rows = [
+            ("make", [*tool, "make", "-s", str(work / "store"), str(work / "x.caibx"), str(blob)]),
+            ("extract", [*tool, "extract", "-s", str(work / "store"), str(work / "x.caibx"), str(work / "out")]),
+        ]
+        for name, cmd in rows:
+            rss, seconds = peak_rss(cmd)
+            print(f"{name:8s} {args.size_mib} MiB: peak RSS {rss:6.1f} MiB, {seconds:6.1f} s")
+        same = subprocess.run(["cmp", "-s", str(blob), str(work / "out")]).returncode == 0
+        print(f"output identical: {same}")
+        return 0 if same else 1
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
