@@ -13,6 +13,9 @@ from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
 KERNELS = ["desync_ref/kernels/chunker.py"]
+BASE_REQUIREMENTS = ["zstandard>=0.21", "mypy_extensions>=1.0"]
+# Compiled kernels index native vectors from librt (shipped with mypy); pure ones need none.
+NATIVE_REQUIREMENTS = ["librt"]
 
 
 class OptionalBuildExt(build_ext):
@@ -45,4 +48,9 @@ def native_modules() -> list[object]:
         return []
 
 
-setup(ext_modules=native_modules(), cmdclass={"build_ext": OptionalBuildExt})
+modules = native_modules()
+setup(
+    ext_modules=modules,
+    cmdclass={"build_ext": OptionalBuildExt},
+    install_requires=BASE_REQUIREMENTS + (NATIVE_REQUIREMENTS if modules else []),
+)

@@ -8,7 +8,12 @@ the driver in ``desync_ref.chunking`` feeds it buffers.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+from mypy_extensions import i64
+
+if TYPE_CHECKING:
+    from librt.vecs import vec
 
 WINDOW_SIZE: Final = 48  # CA_CHUNKER_WINDOW_SIZE (cachunker.h)
 
@@ -52,31 +57,44 @@ BUZHASH_TABLE: Final[tuple[int, ...]] = (
 _MASK32: Final = 0xFFFFFFFF
 
 
-def _rol32(value: int, shift: int) -> int:
+def _rol32(value: i64, shift: i64) -> i64:
     shift &= 31
-    return ((value << shift) | (value >> (32 - shift))) & _MASK32 if shift else value
+    if shift == 0:
+        return value
+    return ((value << shift) | (value >> (32 - shift))) & _MASK32
 
 
 # The byte leaving the window is rotated by the window size (48 ≡ 16 mod 32) on every
-# roll; precomputing that rotation keeps the inner loop to two lookups.
-_LEAVE_TABLE: Final[tuple[int, ...]] = tuple(_rol32(v, WINDOW_SIZE) for v in BUZHASH_TABLE)
+# roll; precomputing that rotation keeps the inner loop to two lookups. Compiled, the
+# tables are native i64 vectors (librt), which mypyc indexes without boxing; interpreted,
+# plain tuples, so the pure backend needs nothing beyond the standard library.
+if __file__.endswith(".py"):
+    _ENTER: vec[i64] = BUZHASH_TABLE  # type: ignore[assignment]
+    _LEAVE: vec[i64] = tuple(_rol32(v, WINDOW_SIZE) for v in BUZHASH_TABLE)  # type: ignore[assignment]
+else:  # pragma: no cover - only in the mypyc build
+    from librt.vecs import vec
+
+    _ENTER = vec[i64](BUZHASH_TABLE)
+    _LEAVE = vec[i64]([_rol32(v, WINDOW_SIZE) for v in BUZHASH_TABLE])
 
 
-def buzhash(data: bytes, start: int, length: int) -> int:
+def buzhash(data: bytes, start: i64, length: i64) -> i64:
     """``ca_chunker_start``: hash of ``data[start:start+length]`` from scratch."""
-    h = 0
-    table = BUZHASH_TABLE
-    for i in range(length):
+    h: i64 = 0
+    table = _ENTER
+    i: i64 = 0
+    while i < length:
         h ^= _rol32(table[data[start + i]], length - 1 - i)
+        i += 1
     return h
 
 
-def buzhash_roll(h: int, leave: int, enter: int) -> int:
+def buzhash_roll(h: i64, leave: i64, enter: i64) -> i64:
     """``ca_chunker_roll`` for a full 48-byte window."""
-    return (((h << 1) | (h >> 31)) & _MASK32) ^ _LEAVE_TABLE[leave] ^ BUZHASH_TABLE[enter]
+    return (((h << 1) | (h >> 31)) & _MASK32) ^ _LEAVE[leave] ^ _ENTER[enter]
 
 
-def find_cut(data: bytes, pos: int, end: int, min_size: int, max_size: int, discriminator: int) -> int:
+def find_cut(data: bytes, pos: i64, end: i64, min_size: i64, max_size: i64, discriminator: i64) -> i64:
     """End offset of the chunk that starts at ``pos``, or -1 if ``data[pos:end]`` holds none.
 
     casync tests its first window once ``max(min_size, 48)`` bytes are in the chunk (it
@@ -85,21 +103,21 @@ def find_cut(data: bytes, pos: int, end: int, min_size: int, max_size: int, disc
     forces a cut. The caller passes at least ``max_size`` bytes past ``pos`` unless the
     input ends sooner; -1 at end of input means the rest is the last chunk.
     """
-    length = min_size if min_size > WINDOW_SIZE else WINDOW_SIZE
-    i = pos + length
+    length: i64 = min_size if min_size > WINDOW_SIZE else WINDOW_SIZE
+    i: i64 = pos + length
     if i > end:
         return -1
-    h = buzhash(data, i - WINDOW_SIZE, WINDOW_SIZE)
-    target = discriminator - 1
+    h: i64 = buzhash(data, i - WINDOW_SIZE, WINDOW_SIZE)
+    target: i64 = discriminator - 1
     if length >= max_size or h % discriminator == target:
         return i
-    stop = pos + max_size
+    stop: i64 = pos + max_size
     if stop > end:
         stop = end
-    leave_table = _LEAVE_TABLE
-    enter_table = BUZHASH_TABLE
+    leave = _LEAVE
+    enter = _ENTER
     while i < stop:
-        h = (((h << 1) | (h >> 31)) & _MASK32) ^ leave_table[data[i - WINDOW_SIZE]] ^ enter_table[data[i]]
+        h = (((h << 1) | (h >> 31)) & _MASK32) ^ leave[data[i - WINDOW_SIZE]] ^ enter[data[i]]
         i += 1
         if h % discriminator == target:
             return i
