@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import assert_clean_failure, run_cli
 
-from desync_ref.formats.chunk import chunk_file_name
+from desync_ref.formats.chunk import chunk_file_name, decompress
 from desync_ref.formats.index import parse_index
 
 
@@ -178,3 +182,24 @@ def test_bad_inputs_fail_cleanly(tmp_path: Path) -> None:
         assert_clean_failure(run_cli(args, check=False))
     assert _leftovers(tmp_path) == []
     assert not (tmp_path / "y.caibx").exists()
+
+
+def test_killed_make_leaves_only_whole_chunks(tmp_path: Path) -> None:
+
+    src = tmp_path / "big"
+    with src.open("wb") as out:
+        for n in range(48):
+            out.write(random.Random(n).randbytes(1 << 20))
+    proc = subprocess.Popen([sys.executable, "-m", "desync_ref", "make", "-s", str(tmp_path / "s"),
+                             "-m", "1:4:16", str(tmp_path / "x.caibx"), str(src)])
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list((tmp_path / "s").glob("*/*.cacnk"))) < 200:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    chunks = list((tmp_path / "s").glob("*/*.cacnk"))
+    assert len(chunks) >= 200
+    assert not (tmp_path / "x.caibx").exists()
+    for path in chunks:
+        data = decompress(path.read_bytes())
+        assert hashlib.new("sha512_256", data).hexdigest() == path.name.removesuffix(".cacnk")
