@@ -40,8 +40,13 @@ class ChunkSizes:
 
     @property
     def discriminator(self) -> int:
-        # casync clamps the discriminator into [min, max] (ca_chunker_set_size).
-        return min(max(discriminator_from_avg(self.avg), self.min), self.max)
+        # casync clamps the discriminator into [min, max] (ca_chunker_set_size). For
+        # avg >= 9324557 the formula turns negative; casync stores it in a size_t, where
+        # it becomes huge, so the clamp yields max (spec/chunker.md).
+        raw = discriminator_from_avg(self.avg)
+        if raw < 0:
+            return self.max
+        return min(max(raw, self.min), self.max)
 
     @property
     def fixed(self) -> bool:

@@ -10,10 +10,21 @@ import argparse
 import signal
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from desync_ref import __version__, kernels
+from desync_ref.cli import cache as cache_cmd
+from desync_ref.cli import cat as cat_cmd
+from desync_ref.cli import chop as chop_cmd
+from desync_ref.cli import chunk as chunk_cmd
 from desync_ref.cli import extract as extract_cmd
+from desync_ref.cli import info as info_cmd
+from desync_ref.cli import inspect_chunks as inspect_chunks_cmd
+from desync_ref.cli import list_chunks as list_chunks_cmd
 from desync_ref.cli import make
+from desync_ref.cli import prune as prune_cmd
+from desync_ref.cli import verify as verify_cmd
+from desync_ref.cli import verify_index as verify_index_cmd
 from desync_ref.cli.common import add_global_options
 from desync_ref.errors import (
     ChunkInvalid,
@@ -24,7 +35,20 @@ from desync_ref.errors import (
 )
 
 PROG = "desync-ref"
-COMMANDS = (make, extract_cmd)
+COMMANDS = (
+    make,
+    extract_cmd,
+    cat_cmd,
+    cache_cmd,
+    chop_cmd,
+    chunk_cmd,
+    info_cmd,
+    inspect_chunks_cmd,
+    list_chunks_cmd,
+    prune_cmd,
+    verify_cmd,
+    verify_index_cmd,
+)
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -35,8 +59,16 @@ def version_text() -> str:
     return f"{PROG} {__version__} ({kernels.backend()})"
 
 
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments raise UsageError, so they too end as one line on stderr."""
+
+    def error(self, message: str) -> NoReturn:
+        command = self.prog.removeprefix(PROG).strip()
+        raise UsageError(f"{command}: {message}" if command else message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="casync/desync reference tool")
+    parser = _Parser(prog=PROG, description="casync/desync reference tool")
     parser.add_argument("--version", action="version", version=version_text())
     add_global_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")

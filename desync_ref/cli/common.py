@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import csv
+import json
 import os
+from collections.abc import Sequence
+from typing import Any, TextIO
 
 from desync_ref.chunking import DEFAULT_CHUNK_SIZES, ChunkSizes, parse_chunk_sizes
 from desync_ref.formats.chunk import DIGEST_SHA512_256, DIGESTS, Digest, digest_function
@@ -32,13 +36,32 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     return parser
 
 
-def add_store_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-n", "--concurrency", type=int, default=DEFAULT_CONCURRENCY,
+def add_store_options(parser: argparse.ArgumentParser, *,
+                      default_concurrency: int | None = DEFAULT_CONCURRENCY) -> None:
+    parser.add_argument("-n", "--concurrency", type=int, default=default_concurrency,
                         help="number of concurrent operations")
     parser.add_argument("-r", "--cache-repair", type=_bool_flag, nargs="?", const=True,
                         default=True, help="replace invalid chunks in the cache from source")
     parser.add_argument("-u", "--uncompressed", action="store_true",
                         help="store chunks uncompressed")
+
+
+class AppendSlice(argparse.Action):
+    """pflag's ``StringSlice``: repeatable, and each value may list several, comma-separated."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        items = list(getattr(namespace, self.dest, None) or [])
+        text = values if isinstance(values, str) else ""
+        if text:
+            items.extend(next(csv.reader([text])))
+        setattr(namespace, self.dest, items)
+
+
+def print_json(value: object, out: TextIO) -> None:
+    """desync's ``printJSON`` (``cmd/desync/main.go``): two-space indent, then a newline."""
+    out.write(json.dumps(value, indent=2))
+    out.write("\n")
 
 
 def add_chunk_size_option(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +104,12 @@ def source_store(args: argparse.Namespace, index: Index) -> Store:
 def workers(args: argparse.Namespace) -> int:
     n: int = getattr(args, "concurrency", DEFAULT_CONCURRENCY)
     return max(1, min(n, (os.cpu_count() or 1) * 4))
+
+
+def make_workers(args: argparse.Namespace) -> int:
+    """Chunking processes for make: ``-n``, by default one per core."""
+    n: int | None = getattr(args, "concurrency", None)
+    return max(1, n if n is not None else (os.cpu_count() or 1))
 
 
 def chunk_sizes(args: argparse.Namespace) -> ChunkSizes:

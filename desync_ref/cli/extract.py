@@ -6,13 +6,20 @@ import argparse
 import json
 import sys
 
-from desync_ref.cli.common import add_command, add_store_options, load_index, source_store, workers
+from desync_ref.cli.common import (
+    AppendSlice,
+    add_command,
+    add_store_options,
+    load_index,
+    source_store,
+    workers,
+)
 from desync_ref.operations.extract import extract
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = add_command(subparsers, "extract", "Read an index and build a blob from it")
-    parser.add_argument("-s", "--store", action="append", help="source store(s)")
+    parser.add_argument("-s", "--store", action=AppendSlice, help="source store(s)")
     parser.add_argument("-c", "--cache", help="store to be used as cache")
     parser.add_argument("-k", "--in-place", action="store_true",
                         help="extract the file in place and keep chunks that are already correct")

@@ -12,8 +12,8 @@ from desync_ref.cli.common import (
     add_store_options,
     chunk_sizes,
     make_digest,
+    make_workers,
     store_options,
-    workers,
 )
 from desync_ref.errors import DesyncRefError
 from desync_ref.operations.files import write_index_file
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add_chunk_size_option(parser)
     parser.add_argument("--print-stats", action="store_true",
                         help="print chunking statistics to stderr when done")
-    add_store_options(parser)
+    add_store_options(parser, default_concurrency=None)
     parser.add_argument("index", help="index to write ('-' for stdout)")
     parser.add_argument("file", help="input file")
     parser.set_defaults(run=run)
@@ -36,9 +36,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     store = open_write_store(args.store, store_options(args)) if args.store else None
     try:
-        with open(args.file, "rb") as blob:
-            index, stats = make_index(blob, chunk_sizes(args), digest=make_digest(args),
-                                      store=store, workers=workers(args))
+        index, stats = make_index(args.file, chunk_sizes(args), digest=make_digest(args),
+                                  store=store, workers=make_workers(args))
     except IsADirectoryError:
         raise DesyncRefError(f"{args.file} is a directory (use tar for directories)") from None
     finally:

@@ -1,8 +1,8 @@
 """cache: copy chunks from source stores into a target store (``desync cache``).
 
 Spec: ``spec/store.md``. Behaviour of desync ``copy.go`` (``Copy``: chunks the target holds
-are skipped, the first error ends the run). Unlike desync, every chunk is decompressed and
-hashed before it is written, so nothing invalid reaches the target.
+are skipped, the first error ends the run). As desync's ``Chunk.verify`` does, every chunk
+is decompressed and hashed before it is written, so nothing invalid reaches the target.
 """
 
 from __future__ import annotations

@@ -2,21 +2,38 @@
 
 Output equals ``casync make [--store=S] --chunk-size=... X.caibx BLOB`` (spec/index.md,
 spec/chunker.md); the index carries casync's blob flags (spec/deviations.md).
+
+A large file is chunked on several cores: it is cut into spans, and each span is chunked
+in its own process as if a chunk began there (mypyc loops hold the GIL, so threads would
+not run them in parallel). Past its span's end a worker goes on for a while; the first cut
+it shares with the next worker's list is a point where both chunkers restart from the same
+state, so from there the next worker's cuts are the serial chunker's. Where no shared cut
+appears (data that never re-synchronises), the gap is chunked serially, so the result is
+always exactly the serial chunker's. Spans start at multiples of the max chunk size, where
+runs of zeros cut, so all-zero input re-synchronises at once.
 """
 
 from __future__ import annotations
 
-from collections import deque
+import bisect
+import multiprocessing
+import os
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from desync_ref.chunking import ChunkSizes, iter_chunks
 from desync_ref.formats.chunk import DIGEST_SHA512_256, digest_function
 from desync_ref.formats.constants import CA_FORMAT_BLOB_INDEX_FLAGS, CA_FORMAT_SHA512_256
 from desync_ref.formats.index import Index, IndexChunk
+from desync_ref.operations.parallel import ordered_map
 from desync_ref.stores import Chunk, WriteStore
+
+# Below this size per worker, starting processes costs more than it saves.
+MIN_SPAN = 16 * 1024 * 1024
+# How far past its span a worker keeps chunking while looking for the shared cut.
+LOOKAHEAD_CHUNKS = 16
 
 
 def blob_index_flags(digest: str) -> int:
@@ -33,41 +50,148 @@ class MakeStats:
     bytes: int = 0
 
 
-def _process(data: bytes, digest_name: str, store: WriteStore | None) -> tuple[bytes, bool]:
-    # Runs in a worker thread: hashlib and zstandard release the GIL.
-    chunk_id = digest_function(digest_name)(data)
+@dataclass
+class SpanResult:
+    """What one worker found: its cuts and ids, and which chunk files it created."""
+
+    start: int
+    ends: list[int] = field(default_factory=list)
+    ids: list[bytes] = field(default_factory=list)
+    created: list[bytes] = field(default_factory=list)
+
+
+def _store_new(chunk_id: bytes, data: bytes, store: WriteStore | None) -> bool:
     if store is None or store.has_chunk(chunk_id):
-        return chunk_id, False
+        return False
     store.store_chunk(Chunk(chunk_id, data=data))
-    return chunk_id, True
+    return True
 
 
-def _pipelined(stream: BinaryIO, sizes: ChunkSizes, digest: str, store: WriteStore | None,
-               workers: int) -> Iterator[tuple[int, int, bytes, bool]]:
-    """(start, size, id, stored) per chunk, in order, with hashing and storing in threads."""
-    window: deque[tuple[int, int, Future[tuple[bytes, bool]]]] = deque()
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for start, data in iter_chunks(stream, sizes):
-            window.append((start, len(data), pool.submit(_process, data, digest, store)))
-            while len(window) > 2 * workers:
-                s, n, fut = window.popleft()
-                yield (s, n, *fut.result())
-        while window:
-            s, n, fut = window.popleft()
-            yield (s, n, *fut.result())
+def _serial(stream: BinaryIO, base: int, sizes: ChunkSizes, digest_name: str,
+            store: WriteStore | None, threads: int) -> Iterator[tuple[int, int, bytes, bool]]:
+    """(start, size, id, created) per chunk from ``base`` on; hashing and storing in threads."""
+    digest = digest_function(digest_name)
+
+    def process(item: tuple[int, bytes]) -> tuple[int, int, bytes, bool]:
+        start, data = item
+        chunk_id = digest(data)
+        return base + start, len(data), chunk_id, _store_new(chunk_id, data, store)
+
+    yield from ordered_map(process, iter_chunks(stream, sizes), threads)
 
 
-def make_index(stream: BinaryIO, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
-               store: WriteStore | None = None, workers: int = 1) -> tuple[Index, MakeStats]:
+def _chunk_span(path: str, start: int, stop: int, sizes: ChunkSizes, digest_name: str,
+                store: WriteStore | None) -> SpanResult:
+    """Worker: chunk from ``start`` as if a chunk began there, up to ``stop`` plus lookahead."""
+    result = SpanResult(start)
+    limit = stop + LOOKAHEAD_CHUNKS * sizes.max
+    with open(path, "rb") as stream:
+        stream.seek(start)
+        for chunk_start, size, chunk_id, created in _serial(stream, start, sizes, digest_name, store, 1):
+            result.ends.append(chunk_start + size)
+            result.ids.append(chunk_id)
+            if created:
+                result.created.append(chunk_id)
+            if chunk_start + size >= limit:
+                break
+    return result
+
+
+def span_starts(length: int, sizes: ChunkSizes, workers: int) -> list[int]:
+    if workers <= 1 or length < 2 * MIN_SPAN:
+        return [0]
+    count = min(workers * 4, length // MIN_SPAN)
+    step = max(sizes.max, (length // count) // sizes.max * sizes.max)
+    return list(range(0, length - step // 2, step))
+
+
+def _splice(spans: list[SpanResult], length: int, stream: BinaryIO, sizes: ChunkSizes,
+            digest: str, store: WriteStore | None) -> tuple[list[int], list[bytes], set[bytes]]:
+    """Join the workers' lists at their shared cuts; chunk serially where none is shared."""
+    ends, ids = list(spans[0].ends), list(spans[0].ids)
+    created = {chunk_id for span in spans for chunk_id in span.created}
+    later = 1
+    while later < len(spans) and (not ends or ends[-1] < length):
+        span = spans[later]
+        joined = _join(ends, ids, span)
+        if joined:
+            later += 1
+            continue
+        if ends and ends[-1] >= span.ends[-1]:
+            later += 1  # the current list already runs past this span: try the next one
+            continue
+        # No shared cut within the lookahead: chunk serially until a cut of this or a
+        # later span appears.
+        base = ends[-1] if ends else 0
+        stream.seek(base)
+        targets = {end for later_span in spans[later:] for end in later_span.ends}
+        for start, size, chunk_id, new in _serial(stream, base, sizes, digest, store, 2):
+            ends.append(start + size)
+            ids.append(chunk_id)
+            if new:
+                created.add(chunk_id)
+            if start + size in targets:
+                break
+    return ends, ids, created
+
+
+def _join(ends: list[int], ids: list[bytes], span: SpanResult) -> bool:
+    """Append ``span``'s cuts after the first cut both lists share; False if there is none."""
+    shared = set(span.ends)
+    for n in range(bisect.bisect_left(ends, span.start), len(ends)):
+        if ends[n] in shared:
+            at = span.ends.index(ends[n])
+            del ends[n + 1:]
+            del ids[n + 1:]
+            ends.extend(span.ends[at + 1:])
+            ids.extend(span.ids[at + 1:])
+            return True
+    return False
+
+
+def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
+               store: WriteStore | None = None, workers: int = 1,
+               stream: BinaryIO | None = None) -> tuple[Index, MakeStats]:
+    """Index of the file at ``path`` (or of ``stream``, read serially), storing new chunks."""
     index = Index(blob_index_flags(digest), sizes.min, sizes.avg, sizes.max)
-    stats = MakeStats()
-    seen: set[bytes] = set()
-    for start, size, chunk_id, stored in _pipelined(stream, sizes, digest, store, workers):
-        index.chunks.append(IndexChunk(start, size, chunk_id))
-        stats.chunks += 1
-        stats.bytes += size
-        stats.stored += stored
-        if chunk_id not in seen:
-            seen.add(chunk_id)
-            stats.unique += 1
+    with open(path, "rb") if stream is None else _borrowed(stream) as source:
+        length = os.fstat(source.fileno()).st_size if stream is None else 0
+        starts = span_starts(length, sizes, workers) if stream is None else [0]
+        if len(starts) == 1 or sizes.fixed:
+            rows = [(s + n, cid, new) for s, n, cid, new in _serial(source, 0, sizes, digest, store, workers)]
+            ends = [end for end, _, _ in rows]
+            ids = [cid for _, cid, _ in rows]
+            created = {cid for _, cid, new in rows if new}
+        else:
+            bounds = [*starts[1:], length]
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                futures = [pool.submit(_chunk_span, path, s, e, sizes, digest, store)
+                           for s, e in zip(starts, bounds, strict=True)]
+                spans = [f.result() for f in futures]
+            ends, ids, created = _splice(spans, length, source, sizes, digest, store)
+    start = 0
+    for end, chunk_id in zip(ends, ids, strict=True):
+        index.chunks.append(IndexChunk(start, end - start, chunk_id))
+        start = end
+    final = set(ids)
+    if store is not None:
+        # Chunks a worker wrote before its list joined the serial one are not in the
+        # index; the store must hold exactly what casync would have written.
+        for chunk_id in created - final:
+            store.remove_chunk(chunk_id)
+    stats = MakeStats(chunks=len(ids), unique=len(final), stored=len(created & final), bytes=start)
     return index, stats
+
+
+class _borrowed:
+    """A context manager that hands out a stream without closing it."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def __enter__(self) -> BinaryIO:
+        return self.stream
+
+    def __exit__(self, *exc: object) -> None:
+        return None

@@ -7,7 +7,7 @@ sizes a thread pool. hashlib, zstandard and file I/O release the GIL, so threads
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -15,7 +15,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Generator[R, None, None]:
     """``fn`` over ``items`` in up to ``workers`` threads, results in input order.
 
     At most ``2 * workers`` calls are in flight. The first exception (in input order) is

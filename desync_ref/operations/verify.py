@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
-from contextlib import closing
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 
 from desync_ref.errors import ChunkInvalid, DesyncRefError, InvalidFormat

@@ -52,6 +52,9 @@ class Store(Protocol):
 class WriteStore(Store, Protocol):
     def store_chunk(self, chunk: Chunk) -> None: ...
 
+    def remove_chunk(self, chunk_id: bytes) -> None:
+        """Delete one chunk if present (make uses it to undo speculative writes)."""
+
 
 @runtime_checkable
 class PruneStore(WriteStore, Protocol):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,8 +24,9 @@ from desync_ref.formats.chunk import (
 from desync_ref.stores import Chunk
 
 TMP_CHUNK_PREFIX: Final = ".tmp-cacnk"
-# casync's own temp names are ".#<final name><random>" (castore.c via tempfn_random).
-CASYNC_TMP_PREFIX: Final = ".#"
+# casync writes a chunk as "<id>.<random hex>.tmp" beside its final name (castore.c,
+# ca_store_put); see spec/store.md "Temporary files".
+CASYNC_TMP_NAME: Final = re.compile(r"[0-9a-f]{64}\.[0-9a-f]{1,16}\.tmp")
 
 
 class LocalStore:
@@ -109,7 +111,8 @@ class LocalStore:
             if len(sub.name) != 4 or not sub.is_dir():
                 continue
             for entry in sub.iterdir():
-                if entry.name.startswith((TMP_CHUNK_PREFIX, CASYNC_TMP_PREFIX)) and entry.is_file():
+                name = entry.name
+                if (name.startswith(TMP_CHUNK_PREFIX) or CASYNC_TMP_NAME.fullmatch(name)) and entry.is_file():
                     yield entry
 
     def prune(self, keep: set[bytes]) -> int:

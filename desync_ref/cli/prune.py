@@ -1,0 +1,60 @@
+"""``prune -s STORE [-y] INDEX...``: delete the chunks no index references (desync
+``cmd/desync/prune.go``, ``local.go`` ``Prune``). Spec: ``spec/store.md``.
+
+Only the store's own chunk files and stale temp files are removed. Without ``-y`` desync's
+question is asked on stdout and answered on stdin: ``y`` prunes, ``n`` or an empty answer
+leaves the store alone, anything else asks again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from desync_ref.cli.common import add_command, add_store_options, load_index, store_options
+from desync_ref.errors import DesyncRefError, UsageError
+from desync_ref.operations.chunk_ids import unique_ids
+from desync_ref.stores.location import open_write_store
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = add_command(subparsers, "prune", "Remove unreferenced chunks from a store")
+    parser.add_argument("-s", "--store", default="", help="store to prune")
+    parser.add_argument("-y", "--yes", action="store_true",
+                        help="do not ask for confirmation before deleting chunks")
+    add_store_options(parser)
+    parser.add_argument("indexes", nargs="+", metavar="index",
+                        help="index file(s) ('-' for stdin)")
+    parser.set_defaults(run=run)
+
+
+def confirmed(unique: int, store: str) -> bool:
+    """desync's prompt; True only for an explicit yes."""
+    sys.stdout.write(
+        f"Warning: The provided index files reference {unique} unique chunks. Are you sure\n"
+        f"you want to delete all other chunks from '{store}'?\n"
+    )
+    while True:
+        sys.stdout.write("[y/N]: ")
+        sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line:
+            raise DesyncRefError("no answer on stdin, nothing was deleted")
+        answer = line.strip()
+        if answer in ("y", "Y"):
+            return True
+        if answer in ("n", "N", ""):
+            return False
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.store:
+        raise UsageError("no store provided")
+    store = open_write_store(args.store, store_options(args), create=False)
+    try:
+        keep = unique_ids(load_index(args, location) for location in args.indexes)
+        if args.yes or confirmed(len(keep), args.store):
+            store.prune(set(keep))
+    finally:
+        store.close()
+    return 0
