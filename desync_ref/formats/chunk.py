@@ -8,6 +8,8 @@ uncompressed bytes), ``src/compressor.c`` (zstd, streaming API), ``src/castore.c
 from __future__ import annotations
 
 import hashlib
+import lzma
+import zlib
 from collections.abc import Callable
 from typing import Final
 
@@ -75,30 +77,48 @@ def chunk_file_name(chunk_id: bytes, suffix: str = COMPRESSED_CHUNK_SUFFIX) -> s
 
 
 def compress(data: bytes) -> bytes:
+    """zstd at level 3 with no content size in the frame header, as casync writes it."""
     # A ZstdCompressor is not safe to share across threads; one per call is cheap.
-    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(data)
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=False).compress(data)
 
 
-# Decompressed chunks never exceed casync's hard limit; a frame that claims more is
-# refused before its output is allocated.
+# Decompressed chunks never exceed casync's hard limit.
 MAX_DECOMPRESSED_SIZE: Final = CA_CHUNK_SIZE_LIMIT_MAX
+
+# casync picks the decoder from the leading bytes (compressor.c, detect_compression).
+ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
+XZ_MAGIC: Final = b"\xfd7zXZ\x00"
+GZIP_MAGIC: Final = b"\x1f\x8b"
 
 
 def decompress(blob: bytes, chunk_id: bytes | None = None, limit: int = MAX_DECOMPRESSED_SIZE) -> bytes:
-    """Decompress one whole zstd frame of at most ``limit`` bytes.
+    """Decode one whole compressed chunk (zstd, or casync's optional xz/gzip).
 
-    casync's frames carry no content size (streaming API), so the frame is streamed.
+    casync's zstd frames carry no content size, so frames are streamed; data left over
+    after the stream, a truncated stream or more than ``limit`` bytes make it invalid.
     """
     what = f"chunk {chunk_id.hex()}" if chunk_id else "chunk"
     try:
-        dobj = zstandard.ZstdDecompressor().decompressobj()
-        out = dobj.decompress(blob)
-        if not dobj.eof or dobj.unused_data:
-            raise zstandard.ZstdError("truncated frame or trailing data")
-    except zstandard.ZstdError as exc:
-        raise ChunkInvalid(f"{what} is not valid zstd data: {exc}") from None
+        if blob.startswith(ZSTD_MAGIC):
+            zobj = zstandard.ZstdDecompressor().decompressobj()
+            out = zobj.decompress(blob)
+            complete, rest = zobj.eof, zobj.unused_data
+        elif blob.startswith(XZ_MAGIC):
+            xobj = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+            out = xobj.decompress(blob, max_length=limit + 1)
+            complete, rest = xobj.eof, xobj.unused_data
+        elif blob.startswith(GZIP_MAGIC):
+            gobj = zlib.decompressobj(wbits=31)
+            out = gobj.decompress(blob, limit + 1)
+            complete, rest = gobj.eof, gobj.unused_data
+        else:
+            raise ChunkInvalid(f"{what} is not compressed with zstd, xz or gzip")
+    except (zstandard.ZstdError, lzma.LZMAError, zlib.error) as exc:
+        raise ChunkInvalid(f"{what} is not valid compressed data: {exc}") from None
     if len(out) > limit:
         raise ChunkInvalid(f"{what} decompresses to more than {limit} bytes")
+    if not complete or rest:
+        raise ChunkInvalid(f"{what} is not valid compressed data: truncated stream or trailing data")
     return bytes(out)
 
 

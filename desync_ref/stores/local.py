@@ -50,19 +50,30 @@ class LocalStore:
     def chunk_path(self, chunk_id: bytes) -> Path:
         return self.path / chunk_file_name(chunk_id, self.suffix)
 
-    def get_chunk(self, chunk_id: bytes) -> Chunk:
-        try:
-            blob = self.chunk_path(chunk_id).read_bytes()
-        except FileNotFoundError:
-            raise ChunkMissing(chunk_id.hex(), str(self)) from None
-        except OSError as exc:
-            raise StoreError(f"cannot read chunk {chunk_id.hex()} from {self}: {exc.strerror}") from None
+    def _forms(self, chunk_id: bytes) -> tuple[tuple[Path, bool], tuple[Path, bool]]:
+        """(path, is compressed) for the store's own form first, then the other one."""
+        compressed = self.path / chunk_file_name(chunk_id, COMPRESSED_CHUNK_SUFFIX)
+        plain = self.path / chunk_file_name(chunk_id, UNCOMPRESSED_CHUNK_SUFFIX)
         if self.uncompressed:
-            return Chunk(chunk_id, data=blob)
-        return Chunk(chunk_id, compressed=blob)
+            return (plain, False), (compressed, True)
+        return (compressed, True), (plain, False)
+
+    def get_chunk(self, chunk_id: bytes) -> Chunk:
+        for path, compressed in self._forms(chunk_id):
+            # casync marks known-missing chunks with a symlink (ca_chunk_file_mark_missing).
+            if path.is_symlink():
+                continue
+            try:
+                blob = path.read_bytes()
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except OSError as exc:
+                raise StoreError(f"cannot read chunk {chunk_id.hex()} from {self}: {exc.strerror}") from None
+            return Chunk(chunk_id, compressed=blob) if compressed else Chunk(chunk_id, data=blob)
+        raise ChunkMissing(chunk_id.hex(), str(self))
 
     def has_chunk(self, chunk_id: bytes) -> bool:
-        return self.chunk_path(chunk_id).exists()
+        return any(path.is_file() and not path.is_symlink() for path, _ in self._forms(chunk_id))
 
     def store_chunk(self, chunk: Chunk) -> None:
         target = self.chunk_path(chunk.id)
@@ -124,6 +135,9 @@ class LocalStore:
                 removed += 1
         for path in list(self.stale_temp_files()):
             path.unlink(missing_ok=True)
+        for sub in self.path.iterdir():
+            if len(sub.name) == 4 and sub.is_dir() and not any(sub.iterdir()):
+                sub.rmdir()
         return removed
 
     def close(self) -> None:
