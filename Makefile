@@ -53,12 +53,15 @@ fixtures: setup
 	$(BIN)/python fixtures/make_fixtures.py
 
 lint: setup
-	$(BIN)/ruff check desync_ref tests conformance fixtures scripts
+	$(BIN)/ruff check desync_ref tests conformance fixtures scripts benchmarks setup.py
 	$(BIN)/mypy --strict desync_ref
 
+# Kernels alone (pytest-benchmark), then casync side by side, then peak RSS on 1 GiB.
 bench: setup
-	$(BIN)/python -m pytest -q benchmarks --benchmark-enable
-	$(BIN)/python scripts/measure_rss.py
+	@command -v /usr/bin/time >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -q time; }
+	$(BIN)/python -m pytest -q -p no:cacheprovider benchmarks/test_kernels.py --benchmark-enable
+	$(BIN)/python benchmarks/compare_casync.py
+	$(BIN)/python benchmarks/measure_rss.py
 
 clean:
 	rm -rf build $(VENV) desync_ref/kernels/*.so

@@ -12,7 +12,7 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-KERNELS = ["desync_ref/kernels/chunker.py"]
+KERNELS = ["desync_ref/kernels/chunker.py", "desync_ref/kernels/assembler.py"]
 BASE_REQUIREMENTS = ["zstandard>=0.21", "mypy_extensions>=1.0"]
 # Compiled kernels index native vectors from librt (shipped with mypy); pure ones need none.
 NATIVE_REQUIREMENTS = ["librt"]
@@ -24,13 +24,13 @@ class OptionalBuildExt(build_ext):
     def run(self) -> None:
         try:
             super().run()
-        except Exception as exc:  # noqa: BLE001 - any compiler failure means "stay pure"
+        except Exception as exc:
             print(f"desync-ref: mypyc build failed, using pure Python: {exc}", file=sys.stderr)
 
     def build_extension(self, ext) -> None:  # type: ignore[no-untyped-def]
         try:
             super().build_extension(ext)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             print(f"desync-ref: cannot compile {ext.name}, using pure Python: {exc}", file=sys.stderr)
 
 
@@ -42,8 +42,8 @@ def native_modules() -> list[object]:
     except ImportError:
         return []
     try:
-        return list(mypycify(KERNELS, opt_level="3", debug_level="0"))
-    except Exception as exc:  # noqa: BLE001
+        return list(mypycify(KERNELS, opt_level="3", debug_level="0", separate=True))
+    except Exception as exc:
         print(f"desync-ref: mypyc unavailable, using pure Python: {exc}", file=sys.stderr)
         return []
 

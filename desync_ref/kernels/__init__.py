@@ -44,9 +44,29 @@ def load(name: str) -> ModuleType:
     """The compiled kernel when available and allowed, else the pure one."""
     if pure_requested():
         return load_pure(name)
-    return importlib.import_module(f"desync_ref.kernels.{name}")
+    try:
+        return importlib.import_module(f"desync_ref.kernels.{name}")
+    except ImportError:
+        # A compiled kernel that cannot load (a stale or partial build) must not take the
+        # tool down: the pure module computes the same results.
+        return load_pure(name)
+
+
+KERNELS = ("chunker", "assembler")
+
+
+def load_compiled(name: str) -> ModuleType | None:
+    """The mypyc extension of a kernel, or None where it was not built."""
+    try:
+        module = importlib.import_module(f"desync_ref.kernels.{name}")
+    except ImportError:
+        return None
+    return module if is_compiled(module) else None
 
 
 def backend() -> str:
-    """'compiled' or 'pure': what the chunker runs as in this process."""
-    return "compiled" if is_compiled(load("chunker")) else "pure"
+    """'compiled', 'pure' or 'mixed': what the kernels run as in this process."""
+    compiled = [is_compiled(load(name)) for name in KERNELS]
+    if all(compiled):
+        return "compiled"
+    return "mixed" if any(compiled) else "pure"

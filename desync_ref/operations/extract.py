@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from desync_ref import kernels
 from desync_ref.formats.chunk import digest_function, verify
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.operations.files import atomic_output
+from desync_ref.operations.parallel import run_all
 from desync_ref.stores import Store
+
+assembler = kernels.load("assembler")
 
 
 @dataclass
@@ -82,38 +84,41 @@ class ChunkSource:
         return kept
 
 
-def _run(tasks: Iterable[IndexChunk], work: Callable[[IndexChunk], None], workers: int) -> None:
-    if workers <= 1:
-        for task in tasks:
-            work(task)
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for _ in pool.map(work, tasks):
-            pass
+# Chunks are handed to worker threads in batches of about this many bytes.
+BATCH_BYTES = 1 << 20
 
 
 def assemble(fd: int, index: Index, source: ChunkSource, stats: ExtractStats, *,
              in_place: bool, workers: int) -> None:
     digest = source.digest
+    chunks = index.chunks
+    counts = Counter[str]()
+    lock = threading.Lock()
 
-    def write_chunk(chunk: IndexChunk) -> None:
+    def write_chunk(chunk: IndexChunk) -> str:
         if in_place:
             existing = os.pread(fd, chunk.size, chunk.start)
             if len(existing) == chunk.size and digest(existing) == chunk.id:
-                stats.skipped_in_place += 1
-                return
+                return "in_place"
         elif source.is_zero(chunk):
             # The file was sized with ftruncate, so a run of zeros stays a hole.
-            stats.skipped_zero += 1
-            return
-        data = source.get(chunk)
-        os.pwrite(fd, data, chunk.start)
+            return "zero"
+        os.pwrite(fd, source.get(chunk), chunk.start)
+        return "written"
+
+    def write_batch(bounds: tuple[int, int]) -> None:
+        outcomes = Counter(write_chunk(chunks[n]) for n in range(*bounds))
+        with lock:
+            counts.update(outcomes)
 
     os.ftruncate(fd, index.length)
-    _run(index.chunks, write_chunk, workers)
-    stats.chunks = len(index.chunks)
+    ends = assembler.batch_ends([c.size for c in chunks], BATCH_BYTES)
+    run_all(write_batch, zip([0, *ends[:-1]], ends, strict=True), workers)
+    stats.chunks = len(chunks)
     stats.bytes = index.length
     stats.fetched = source.fetched
+    stats.skipped_zero = counts["zero"]
+    stats.skipped_in_place = counts["in_place"]
 
 
 def extract(index: Index, store: Store, target: str | os.PathLike[str], *,

@@ -1,20 +1,20 @@
 """Peak RSS of ``make`` and ``extract`` on a large blob (default 1 GiB), for `make bench`.
 
-Each command runs as its own child process; its peak RSS is read from ``wait4``'s rusage,
-so the parent's memory never counts. Prints one line per command.
+Each command's peak RSS is measured by GNU time (benchmarks/measure.py). Prints one line
+per command.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from measure import run_measured
 
 
 def write_blob(path: Path, size: int) -> None:
@@ -28,16 +28,6 @@ def write_blob(path: Path, size: int) -> None:
                 out.write(bytes(length))
             else:
                 out.write(hashlib.shake_256(b"blk%d" % (n // block % 24)).digest(length))
-
-
-def peak_rss(cmd: list[str]) -> tuple[float, float]:
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"command failed: {' '.join(cmd)}")
-    return usage.ru_maxrss / 1024, elapsed
 
 
 def main() -> int:
@@ -55,7 +45,7 @@ def main() -> int:
             ("extract", [*tool, "extract", "-s", str(work / "store"), str(work / "x.caibx"), str(work / "out")]),
         ]
         for name, cmd in rows:
-            rss, seconds = peak_rss(cmd)
+            seconds, rss = run_measured(cmd)
             print(f"{name:8s} {args.size_mib} MiB: peak RSS {rss:6.1f} MiB, {seconds:6.1f} s")
         same = subprocess.run(["cmp", "-s", str(blob), str(work / "out")]).returncode == 0
         print(f"output identical: {same}")
