@@ -134,10 +134,10 @@ def find_cut(data: bytes, pos: i64, end: i64, min_size: i64, max_size: i64, disc
         h = (((h << 1) | (h >> 31)) & _MASK32) ^ leave[data[i - WINDOW_SIZE]] ^ enter[data[i]]
         i += 1
         x: i64 = h + 1
-        if x & low_bits == 0 and ((x >> shift) * inverse) & _MASK32 <= quotient_max:
-            # x == 2**32 wraps to 0 above; it is a multiple of d only when d is a power of 2.
-            if odd == 1 or x != 0x100000000:
-                return i
+        # x == 2**32 wraps to 0 in the product; it is a multiple of d only for d = 2**k.
+        if (x & low_bits == 0 and ((x >> shift) * inverse) & _MASK32 <= quotient_max
+                and (odd == 1 or x != 0x100000000)):
+            return i
     if i == pos + max_size:
         return i
     return -1
