@@ -25,7 +25,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # The editable install compiles the kernels with mypyc in place when a compiler exists.
-$(STAMP): pyproject.toml setup.py desync_ref/kernels/chunker.py | $(BIN)/python
+$(STAMP): pyproject.toml setup.py $(wildcard desync_ref/kernels/*.py) | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip setuptools wheel 'mypy>=1.10'
 	$(BIN)/pip install -q --no-build-isolation -e '.[test]'
 	@$(BIN)/desync-ref --version
