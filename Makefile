@@ -6,15 +6,19 @@ STAMP  := $(VENV)/.installed
 IMPL   ?= $(BIN)/python -m desync_ref
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: setup system-deps demo test test-compiled test-pure conformance fixtures lint bench clean
+.PHONY: setup system-deps demo test bench-http test-compiled test-pure conformance fixtures lint bench clean
 
 setup: system-deps $(STAMP)
 
-# casync is the oracle of the test suite; zstd is handy for looking into stores.
+# casync is the oracle of the test suite; zstd is handy for looking into stores;
+# nginx-light and wrk are the HTTP load benchmark's reference and load generator.
 system-deps:
 	@missing=""; \
 	command -v casync >/dev/null 2>&1 || missing="$$missing casync"; \
 	command -v zstd >/dev/null 2>&1 || missing="$$missing zstd"; \
+	command -v update-ca-certificates >/dev/null 2>&1 || missing="$$missing ca-certificates"; \
+	command -v nginx >/dev/null 2>&1 || missing="$$missing nginx-light"; \
+	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -65,3 +69,7 @@ bench: setup
 
 clean:
 	rm -rf build $(VENV) desync_ref/kernels/*.so
+
+# chunk-server against nginx on the same store, loopback only, bounded time (benchmarks/http_load.py).
+bench-http: setup
+	$(BIN)/python benchmarks/http_load.py

@@ -7,6 +7,7 @@ library become one line on stderr and an exit code here, and nowhere else.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -17,15 +18,21 @@ from desync_ref.cli import cache as cache_cmd
 from desync_ref.cli import cat as cat_cmd
 from desync_ref.cli import chop as chop_cmd
 from desync_ref.cli import chunk as chunk_cmd
+from desync_ref.cli import chunk_server as chunk_server_cmd
+from desync_ref.cli import config_cmd as config_command
 from desync_ref.cli import extract as extract_cmd
+from desync_ref.cli import index_server as index_server_cmd
 from desync_ref.cli import info as info_cmd
 from desync_ref.cli import inspect_chunks as inspect_chunks_cmd
 from desync_ref.cli import list_chunks as list_chunks_cmd
 from desync_ref.cli import make
+from desync_ref.cli import mtree as mtree_cmd
 from desync_ref.cli import prune as prune_cmd
+from desync_ref.cli import tar as tar_cmd
+from desync_ref.cli import untar as untar_cmd
 from desync_ref.cli import verify as verify_cmd
 from desync_ref.cli import verify_index as verify_index_cmd
-from desync_ref.cli.common import add_global_options
+from desync_ref.cli.common import add_global_options, command_config
 from desync_ref.errors import (
     ChunkInvalid,
     ChunkMissing,
@@ -42,17 +49,24 @@ COMMANDS = (
     cache_cmd,
     chop_cmd,
     chunk_cmd,
+    chunk_server_cmd,
+    config_command,
+    index_server_cmd,
     info_cmd,
     inspect_chunks_cmd,
     list_chunks_cmd,
     prune_cmd,
     verify_cmd,
     verify_index_cmd,
+    tar_cmd,
+    untar_cmd,
+    mtree_cmd,
 )
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a filter cut short
 
 
 def version_text() -> str:
@@ -83,11 +97,24 @@ def _message(exc: BaseException) -> str:
     return " ".join(text.split())  # one line, always
 
 
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    # A closed pipe (``| head``) ends the run quietly, as in any Unix filter.
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # A closed pipe (``| head``) ends the run quietly, as in any Unix filter. SIGPIPE itself
+    # stays ignored: a server that closes a socket (a refused TLS client certificate, say)
+    # must be an error the HTTP client reports, not a silent death.
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
         args = build_parser().parse_args(argv)
+        command_config(args)  # a bad config file stops every command, as in desync
         result: int = args.run(args)
         return result
     except UsageError as exc:
@@ -96,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ChunkMissing, ChunkInvalid, InvalidFormat, DesyncRefError) as exc:
         print(f"{PROG}: {_message(exc)}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_BROKEN_PIPE
     except OSError as exc:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"{PROG}: {exc.strerror or _message(exc)}{where}", file=sys.stderr)

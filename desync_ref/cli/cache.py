@@ -18,7 +18,7 @@ from desync_ref.cli.common import (
 from desync_ref.errors import UsageError
 from desync_ref.operations.chunk_ids import exclude, unique_ids
 from desync_ref.operations.copy import copy_chunks
-from desync_ref.stores.location import open_store, open_write_store
+from desync_ref.stores.location import open_store, open_writable
 from desync_ref.stores.router import StoreRouter
 
 
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     options = store_options(args)
     source = StoreRouter([open_store(location, options) for location in args.store])
     try:
-        target = open_write_store(args.cache, options, create=False)
+        target = open_writable(args.cache, options, create=False)
         try:
             copy_chunks(ids, source, target, workers=workers(args))
         finally:

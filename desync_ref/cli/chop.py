@@ -17,7 +17,7 @@ from desync_ref.cli.common import (
 from desync_ref.errors import UsageError
 from desync_ref.operations.chop import chop
 from desync_ref.operations.chunk_ids import read_chunk_id_file
-from desync_ref.stores.location import open_write_store
+from desync_ref.stores.location import open_writable
 
 
 def add_ignore_options(parser: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     if not args.store:
         raise UsageError("no target store provided")
-    store = open_write_store(args.store, store_options(args), create=False)
+    store = open_writable(args.store, store_options(args), create=False)
     try:
         index = load_index(args, args.index)
         ignore = ignored_ids(args)

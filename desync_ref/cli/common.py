@@ -6,10 +6,14 @@ import argparse
 import csv
 import json
 import os
+import re
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, TextIO
 
 from desync_ref.chunking import DEFAULT_CHUNK_SIZES, ChunkSizes, parse_chunk_sizes
+from desync_ref.config import Config, apply_entry, load_config
+from desync_ref.errors import UsageError
 from desync_ref.formats.chunk import DIGEST_SHA512_256, DIGESTS, Digest, digest_function
 from desync_ref.formats.index import Index
 from desync_ref.operations.files import read_index
@@ -44,6 +48,44 @@ def add_store_options(parser: argparse.ArgumentParser, *,
                         default=True, help="replace invalid chunks in the cache from source")
     parser.add_argument("-u", "--uncompressed", action="store_true",
                         help="store chunks uncompressed")
+    add_remote_options(parser)
+
+
+def add_remote_options(parser: argparse.ArgumentParser) -> None:
+    """desync ``addStoreOptions`` for remote stores; unset flags leave the config file's value."""
+    parser.add_argument("-t", "--trust-insecure", type=_bool_flag, nargs="?", const=True, default=None,
+                        help="trust invalid certificates")
+    parser.add_argument("--ca-cert", default=None,
+                        help="trust authorities in this file, instead of OS trust store")
+    parser.add_argument("--client-cert", default=None,
+                        help="path to client certificate for TLS authentication")
+    parser.add_argument("--client-key", default=None, help="path to client key for TLS authentication")
+    parser.add_argument("-e", "--error-retry", type=int, default=None,
+                        help="number of times to retry in case of network error (default 3)")
+    parser.add_argument("-b", "--error-retry-base-interval", type=parse_duration, default=None,
+                        help="initial retry delay, increases linearly with each attempt (default 500ms)")
+
+
+_DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration (``500ms``, ``1m30s``) or a plain number of seconds, in seconds."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    pos, total = 0, 0.0
+    while pos < len(text):
+        match = _DURATION_PART.match(text, pos)
+        if match is None:
+            raise argparse.ArgumentTypeError(f"invalid duration '{text}'")
+        total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+        pos = match.end()
+    if not text:
+        raise argparse.ArgumentTypeError("invalid duration ''")
+    return total
 
 
 class AppendSlice(argparse.Action):
@@ -78,9 +120,42 @@ def _bool_flag(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"invalid boolean '{text}'")
 
 
+def command_config(args: argparse.Namespace) -> Config:
+    """The config file of this run (``--config`` or desync's default path), loaded once."""
+    config: Config | None = getattr(args, "loaded_config", None)
+    if config is None:
+        config = load_config(getattr(args, "config", None))
+        args.loaded_config = config
+    return config
+
+
+def _flags_over(options: StoreOptions, args: argparse.Namespace) -> StoreOptions:
+    """desync ``cmdStoreOptions.MergedWith``: flags given on the command line win."""
+    changes: dict[str, Any] = {"cache_repair": getattr(args, "cache_repair", True)}
+    n = getattr(args, "concurrency", None)
+    changes["n"] = n if n is not None else DEFAULT_CONCURRENCY
+    if getattr(args, "uncompressed", False):
+        changes["uncompressed"] = True
+    for flag in ("trust_insecure", "ca_cert", "client_cert", "client_key", "error_retry",
+                 "error_retry_base_interval"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            changes[flag] = value
+    return replace(options, **changes)
+
+
 def store_options(args: argparse.Namespace) -> StoreOptions:
-    return StoreOptions(uncompressed=getattr(args, "uncompressed", False),
-                        cache_repair=getattr(args, "cache_repair", True))
+    if (getattr(args, "client_cert", None) is None) != (getattr(args, "client_key", None) is None):
+        raise UsageError("--client-key and --client-cert options need to be provided together")
+    config = command_config(args)
+    base = _flags_over(StoreOptions(), args)
+    if not config.store_options:
+        return base
+
+    def per_location(location: str) -> StoreOptions:
+        return _flags_over(apply_entry(StoreOptions(), config.options_for(location)), args)
+
+    return replace(base, per_location=per_location)
 
 
 def requested_digest(args: argparse.Namespace) -> str | None:
@@ -93,7 +168,7 @@ def make_digest(args: argparse.Namespace) -> str:
 
 
 def load_index(args: argparse.Namespace, location: str) -> Index:
-    return read_index(location, requested_digest(args))
+    return read_index(location, requested_digest(args), store_options(args))
 
 
 def source_store(args: argparse.Namespace, index: Index) -> Store:

@@ -18,7 +18,7 @@ from desync_ref.cli.common import (
 from desync_ref.errors import DesyncRefError
 from desync_ref.operations.files import write_index_file
 from desync_ref.operations.make import make_index
-from desync_ref.stores.location import open_write_store
+from desync_ref.stores.location import open_writable
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -28,13 +28,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--print-stats", action="store_true",
                         help="print chunking statistics to stderr when done")
     add_store_options(parser, default_concurrency=None)
-    parser.add_argument("index", help="index to write ('-' for stdout)")
+    parser.add_argument("index", help="index to write ('-' for stdout, or an index store URL)")
     parser.add_argument("file", help="input file")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    store = open_write_store(args.store, store_options(args)) if args.store else None
+    options = store_options(args)
+    store = open_writable(args.store, options) if args.store else None
     try:
         index, stats = make_index(args.file, chunk_sizes(args), digest=make_digest(args),
                                   store=store, workers=make_workers(args))
@@ -47,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
         json.dump({"chunks-produced": stats.chunks, "chunks-unique": stats.unique,
                    "chunks-stored": stats.stored, "size": stats.bytes}, sys.stderr, indent=2)
         sys.stderr.write("\n")
-    write_index_file(index, args.index)
+    write_index_file(index, args.index, options)
     return 0

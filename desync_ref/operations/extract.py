@@ -113,7 +113,7 @@ def assemble(fd: int, index: Index, source: ChunkSource, stats: ExtractStats, *,
 
     os.ftruncate(fd, index.length)
     ends = assembler.batch_ends([c.size for c in chunks], BATCH_BYTES)
-    run_all(write_batch, zip([0, *ends[:-1]], ends, strict=True), workers)
+    run_all(write_batch, zip([0, *ends][:len(ends)], ends, strict=True), workers)
     stats.chunks = len(chunks)
     stats.bytes = index.length
     stats.fetched = source.fetched

@@ -12,20 +12,32 @@ from typing import BinaryIO
 
 from desync_ref.errors import DesyncRefError, DigestMismatch, InvalidFormat
 from desync_ref.formats.index import Index, parse_index, write_index
+from desync_ref.stores.http import is_http_location
+from desync_ref.stores.index_stores import index_store_for
+from desync_ref.stores.options import StoreOptions
 
 STDIO = "-"
 
 
-def read_index(location: str, expected_digest: str | None = None) -> Index:
-    """An index from a file or ``-`` (stdin); ``expected_digest`` set means the user chose one."""
-    try:
-        data = sys.stdin.buffer.read() if location == STDIO else Path(location).read_bytes()
-    except OSError as exc:
-        raise DesyncRefError(f"cannot read index {location}: {exc.strerror}") from None
-    try:
-        index = parse_index(data)
-    except InvalidFormat as exc:
-        raise InvalidFormat(f"{location}: {exc}") from None
+def read_index(location: str, expected_digest: str | None = None,
+               options: StoreOptions | None = None) -> Index:
+    """An index from a file, ``-`` (stdin) or an http(s) URL (an index store's object);
+    ``expected_digest`` set means the user chose one."""
+    if is_http_location(location):
+        store, name = index_store_for(location, options or StoreOptions())
+        try:
+            index = store.get_index(name)
+        finally:
+            store.close()
+    else:
+        try:
+            data = sys.stdin.buffer.read() if location == STDIO else Path(location).read_bytes()
+        except OSError as exc:
+            raise DesyncRefError(f"cannot read index {location}: {exc.strerror}") from None
+        try:
+            index = parse_index(data)
+        except InvalidFormat as exc:
+            raise InvalidFormat(f"{location}: {exc}") from None
     if expected_digest is not None and index.digest != expected_digest:
         raise DigestMismatch(
             f"{location} uses digest {index.digest} but {expected_digest} was requested"
@@ -55,7 +67,15 @@ def _umask() -> int:
     return current
 
 
-def write_index_file(index: Index, location: str) -> None:
+def write_index_file(index: Index, location: str, options: StoreOptions | None = None) -> None:
+    """To a file, ``-`` (stdout), or an index store URL (``http(s)://host/path/name``)."""
+    if is_http_location(location):
+        store, name = index_store_for(location, options or StoreOptions())
+        try:
+            store.store_index(name, index)
+        finally:
+            store.close()
+        return
     if location == STDIO:
         write_index(index, sys.stdout.buffer)
         sys.stdout.buffer.flush()

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from desync_ref.errors import StoreError, UsageError
 from desync_ref.formats.chunk import Digest
 from desync_ref.stores import Store, WriteStore
 from desync_ref.stores.cache import CachedStore
+from desync_ref.stores.failover import FailoverGroup
+from desync_ref.stores.http import HTTPStore, is_http_location
 from desync_ref.stores.local import LocalStore
+from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
 from desync_ref.stores.router import StoreRouter
 
-_REMOTE_SCHEMES = ("http://", "https://", "s3+", "gs://", "sftp://", "ssh://")
+__all__ = ["StoreOptions", "open_chain", "open_store", "open_writable", "open_write_store"]
 
-
-@dataclass(frozen=True)
-class StoreOptions:
-    uncompressed: bool = False
-    cache_repair: bool = True
+_REMOTE_SCHEMES = ("s3+", "gs://", "sftp://", "ssh://")
 
 
 def _check_local(location: str) -> None:
@@ -26,23 +24,43 @@ def _check_local(location: str) -> None:
         raise UsageError("empty store location")
     if location.startswith(_REMOTE_SCHEMES) or "|" in location:
         raise StoreError(f"store location '{location}' is not supported yet")
+    if is_http_location(location):
+        raise StoreError(f"store location '{location}' must be a local directory here")
 
 
-def open_store(location: str, options: StoreOptions = StoreOptions()) -> Store:
+def _open_one(location: str, options: StoreOptions) -> Store:
+    if not location:
+        raise UsageError("empty store location")
+    if is_http_location(location):
+        return HTTPStore(location, options.for_location(location))
     _check_local(location)
-    return LocalStore(location, uncompressed=options.uncompressed)
+    return LocalStore(location, uncompressed=options.for_location(location).uncompressed)
 
 
-def open_write_store(location: str, options: StoreOptions = StoreOptions(), *, create: bool = True) -> LocalStore:
+def open_store(location: str, options: StoreOptions = DEFAULT_OPTIONS) -> Store:
+    """A source store: a directory, an http(s) URL, or a failover group ``a|b|c``."""
+    if "|" in location:
+        return FailoverGroup([_open_one(member, options) for member in location.split("|")])
+    return _open_one(location, options)
+
+
+def open_writable(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, create: bool = True) -> WriteStore:
+    """A store that takes chunks: a directory or an http(s) chunk server."""
+    if is_http_location(location):
+        return HTTPStore(location, options.for_location(location))
+    return open_write_store(location, options, create=create)
+
+
+def open_write_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, create: bool = True) -> LocalStore:
     _check_local(location)
-    return LocalStore(location, create=create, uncompressed=options.uncompressed)
+    return LocalStore(location, create=create, uncompressed=options.for_location(location).uncompressed)
 
 
 def open_chain(
     locations: Sequence[str],
     cache: str | None,
     digest: Digest,
-    options: StoreOptions = StoreOptions(),
+    options: StoreOptions = DEFAULT_OPTIONS,
 ) -> Store:
     """``-s a -s b [-c c]``: a router over the sources, behind the cache if one is given."""
     if not locations:
@@ -50,6 +68,6 @@ def open_chain(
     stores = [open_store(loc, options) for loc in locations]
     store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
     if cache:
-        cache_store: WriteStore = open_write_store(cache, options)
+        cache_store: WriteStore = open_writable(cache, options)
         return CachedStore(store, cache_store, digest, repair=options.cache_repair)
     return store

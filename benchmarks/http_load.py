@@ -1,0 +1,206 @@
+"""Load benchmark: chunk-server beside nginx serving the same store as static files.
+
+Not a timed test: ``python benchmarks/http_load.py [--duration S] [--connections N]``.
+Both servers listen on 127.0.0.1 only; ``wrk`` (Debian package ``wrk``) requests the store's
+64 KiB chunks round-robin for a bounded time against each, and the script reports
+requests/s, p99 latency, errors, and chunk-server's RSS (start, peak, end) as JSON.
+Needs ``nginx`` (Debian ``nginx-light``) and ``wrk``; ``make system-deps`` installs both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from desync_ref.formats.chunk import compress, digest_function  # noqa: E402
+from desync_ref.stores import Chunk  # noqa: E402
+from desync_ref.stores.local import LocalStore  # noqa: E402
+
+CHUNK_SIZE = 64 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listens on 127.0.0.1:{port}")
+
+
+def make_store(path: Path, count: int) -> list[str]:
+    """``count`` chunks of 64 KiB (half random, half compressible); their request paths."""
+    store = LocalStore(path, create=True)
+    digest = digest_function("sha512-256")
+    names = []
+    for i in range(count):
+        data = os.urandom(CHUNK_SIZE) if i % 2 else (os.urandom(256) * (CHUNK_SIZE // 256))
+        cid = digest(data)
+        store.store_chunk(Chunk(cid, data=data, compressed=compress(data)))
+        names.append(f"/{cid.hex()[:4]}/{cid.hex()}.cacnk")
+    return names
+
+
+def wrk_script(path: Path, names: list[str]) -> None:
+    listed = ",\n".join(f'  "{n}"' for n in names)
+    path.write_text(f"""paths = {{
+{listed}
+}}
+counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", paths[(counter % #paths) + 1])
+end
+""")
+
+
+def parse_wrk(text: str) -> dict[str, object]:
+    def number(pattern: str) -> float | None:
+        m = re.search(pattern, text)
+        return float(m.group(1)) if m else None
+
+    def latency(label: str) -> float | None:
+        m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", text)
+        if not m:
+            return None
+        return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+
+    errors = 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        errors += sum(int(x) for x in m.groups())
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    if m:
+        errors += int(m.group(1))
+    return {"requests_per_s": number(r"Requests/sec:\s+([\d.]+)"), "p99_ms": latency("99%"),
+            "p50_ms": latency("50%"), "errors": errors, "requests": number(r"(\d+) requests in")}
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run_wrk(url: str, script: Path, args: argparse.Namespace) -> dict[str, object]:
+    cmd = ["wrk", f"-t{args.threads}", f"-c{args.connections}", f"-d{args.duration}s", "--latency",
+           "-s", str(script), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60)
+    if out.returncode != 0:
+        raise SystemExit(f"wrk failed: {out.stderr.strip()}")
+    return parse_wrk(out.stdout)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds of load per server")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--chunks", type=int, default=2000)
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            print(f"skipped: {tool} is not installed (make system-deps)", file=sys.stderr)
+            return 0
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    with tempfile.TemporaryDirectory(prefix="http-load-") as tmp:
+        work = Path(tmp)
+        store = work / "store"
+        names = make_store(store, args.chunks)
+        script = work / "paths.lua"
+        wrk_script(script, names)
+
+        results: dict[str, object] = {"chunk_size": CHUNK_SIZE, "chunks": len(names),
+                                      "duration_s": args.duration, "connections": args.connections,
+                                      "cpus": os.cpu_count()}
+        # nginx: the same directory as static files
+        nport = free_port()
+        user = "user root;" if os.geteuid() == 0 else ""  # workers must read the temp store
+        (work / "nginx.conf").write_text(f"""
+{user}
+worker_processes auto;
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/nginx-error.log;
+events {{ worker_connections 1024; }}
+http {{
+  access_log off;
+  sendfile on;
+  keepalive_requests 1000000;
+  client_body_temp_path {work}/body;
+  server {{ listen 127.0.0.1:{nport}; root {store}; }}
+}}
+""")
+        ng = subprocess.Popen([nginx, "-c", str(work / "nginx.conf"), "-p", str(work)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(nport)
+            results["nginx"] = run_wrk(f"http://127.0.0.1:{nport}", script, args)
+        finally:
+            ng.send_signal(signal.SIGQUIT)
+            ng.wait(timeout=20)
+
+        cport = free_port()
+        cs = subprocess.Popen([sys.executable, "-m", "desync_ref", "chunk-server", "-s", str(store),
+                               "-l", f"127.0.0.1:{cport}"], cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_port(cport)
+            start_rss = rss_kib(cs.pid)
+            samples: list[int] = []
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.wait(0.5):
+                    samples.append(rss_kib(cs.pid))
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            # a warm-up of a tenth of the time, then the measured run
+            run_wrk(f"http://127.0.0.1:{cport}", script,
+                    argparse.Namespace(**{**vars(args), "duration": max(1, args.duration // 10)}))
+            warm_rss = rss_kib(cs.pid)
+            results["chunk_server"] = run_wrk(f"http://127.0.0.1:{cport}", script, args)
+            stop.set()
+            sampler.join()
+            results["chunk_server_rss_kib"] = {"start": start_rss, "after_warmup": warm_rss,
+                                               "peak": max(samples or [0]), "end": rss_kib(cs.pid)}
+        finally:
+            cs.send_signal(signal.SIGTERM)
+            cs.wait(timeout=20)
+        ours, theirs = results["chunk_server"], results["nginx"]
+        assert isinstance(ours, dict) and isinstance(theirs, dict)
+        if ours.get("requests_per_s") and theirs.get("requests_per_s"):
+            results["ratio_vs_nginx"] = round(float(ours["requests_per_s"]) / float(theirs["requests_per_s"]), 3)
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Conformance suite: ``python conformance/run.py --impl CMD`` (see README.md)."""

@@ -1,0 +1,31 @@
+"""Options of the HTTP servers (desync ``addServerOptions`` in ``cmd/desync/options.go``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from desync_ref.cli.common import add_remote_options
+from desync_ref.server.options import ServerOptions
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-l", "--listen", action="append", default=None,
+                        help="listen address(es) [HOST]:PORT, can be repeated (default :http)")
+    parser.add_argument("--cert", default=None, help="cert file in PEM format, requires --key")
+    parser.add_argument("--key", default=None, help="key file in PEM format, requires --cert")
+    parser.add_argument("--mutual-tls", action="store_true", help="require valid client certificate")
+    parser.add_argument("--client-ca", default=None, help="acceptable client certificate or CA")
+    parser.add_argument("--authorization", default=None,
+                        help="expected value of the Authorization header (default $DESYNC_HTTP_AUTH)")
+    parser.add_argument("--log", default=None, help="request log file or - for stderr")
+    parser.add_argument("-n", "--concurrency", type=int, default=10,
+                        help="threads for store access and upstream connection pool size")
+    add_remote_options(parser)
+
+
+def server_options(args: argparse.Namespace) -> ServerOptions:
+    auth = args.authorization if args.authorization is not None else os.environ.get("DESYNC_HTTP_AUTH", "")
+    return ServerOptions(listen=args.listen or [":http"], cert=args.cert, key=args.key,
+                         mutual_tls=args.mutual_tls, client_ca=args.client_ca, authorization=auth,
+                         log=args.log, threads=max(1, args.concurrency))

@@ -1,0 +1,67 @@
+"""``untar [-i -s STORE [-c CACHE]] [--no-same-owner] [--no-same-permissions]
+[--output-format disk|gnu-tar] CATAR|CAIDX TARGET|-`` (spec/catar.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from desync_ref.cli.common import (
+    AppendSlice,
+    add_command,
+    add_store_options,
+    load_index,
+    source_store,
+    workers,
+)
+from desync_ref.errors import UsageError
+from desync_ref.operations.gnutar import GnuTarSink
+from desync_ref.operations.localfs import DiskSink
+from desync_ref.operations.untar import Sink, archive_reader, walk
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = add_command(subparsers, "untar", "Extract a directory tree from a catar or caidx")
+    parser.add_argument("-s", "--store", action=AppendSlice, help="source store(s), used with -i")
+    parser.add_argument("-c", "--cache", help="store to be used as cache")
+    parser.add_argument("-i", "--index", action="store_true",
+                        help="read index file (caidx), not catar")
+    parser.add_argument("--no-same-owner", action="store_true",
+                        help="extract files as current user")
+    parser.add_argument("--no-same-permissions", action="store_true",
+                        help="use current user's umask instead of what is in the archive")
+    parser.add_argument("--output-format", choices=("disk", "gnu-tar"), default="disk",
+                        help="output format, 'disk' or 'gnu-tar'")
+    add_store_options(parser)
+    parser.add_argument("archive", help="catar, or caidx with -i ('-' for stdin)")
+    parser.add_argument("target", help="target directory, or '-' for stdout with gnu-tar")
+    parser.set_defaults(run=run)
+
+
+def make_sink(args: argparse.Namespace) -> Sink:
+    if args.output_format == "gnu-tar":
+        if args.target == "-":
+            return GnuTarSink(sys.stdout.buffer)
+        return GnuTarSink(open(args.target, "wb"))
+    if args.target == "-":
+        raise UsageError("'-' as target needs --output-format gnu-tar")
+    return DiskSink(args.target, same_owner=not args.no_same_owner,
+                    same_permissions=not args.no_same_permissions)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.index and not args.store:
+        raise UsageError("-i requires at least one store (-s <location>)")
+    if args.index:
+        index = load_index(args, args.archive)
+        store = source_store(args, index)
+        try:
+            with archive_reader(args.archive, index=index, store=store,
+                                workers=workers(args)) as reader:
+                walk(reader, make_sink(args))
+        finally:
+            store.close()
+        return 0
+    with archive_reader(args.archive) as reader:
+        walk(reader, make_sink(args))
+    return 0

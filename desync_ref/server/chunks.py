@@ -1,0 +1,163 @@
+"""chunk-server's request handler: ``GET/HEAD/PUT /<xxxx>/<id>.cacnk`` over a store chain.
+
+Spec: ``spec/http.md``. Status codes and messages of desync ``httphandler.go`` and
+``httphandlerbase.go``: the Authorization check comes first (401), then the path
+(``idFromPath``: 400), then the method (405 for anything but GET, HEAD, PUT). GET: 200 with
+the chunk, 404 "chunk <id> not found", 500 on an upstream error. PUT: 400 when the server is
+not writable or the body does not verify, 500 when the store fails, 200 when stored.
+Concurrent GETs of one chunk share one upstream fetch (desync ``dedupqueue.go``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+from aiohttp import web
+
+from desync_ref.errors import ChunkInvalid, ChunkMissing, DesyncRefError
+from desync_ref.formats.chunk import (
+    COMPRESSED_CHUNK_SUFFIX,
+    UNCOMPRESSED_CHUNK_SUFFIX,
+    Digest,
+    verify,
+)
+from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX
+from desync_ref.server.base import authorized, read_body, text, warn
+from desync_ref.stores import Chunk, Store, WriteStore
+from desync_ref.stores.local import LocalStore
+from desync_ref.stores.swap import SwapStore
+
+PROG: Final = "chunk-server"
+# A compressed chunk can be a little larger than the data it holds.
+MAX_BODY: Final = CA_CHUNK_SIZE_LIMIT_MAX + 1024 * 1024
+ONLY: Final = "only GET, PUT and HEAD are supported"
+_OCTETS: Final = {"Content-Type": "application/octet-stream"}
+
+
+class ChunkHandler:
+    def __init__(self, store: Store, digest: Digest, *, writable: bool = False,
+                 uncompressed: bool = False, skip_verify_read: bool = True,
+                 skip_verify_write: bool = True, authorization: str = "") -> None:
+        self.store = store
+        self.digest = digest
+        self.writable = writable
+        self.uncompressed = uncompressed
+        self.extension = UNCOMPRESSED_CHUNK_SUFFIX if uncompressed else COMPRESSED_CHUNK_SUFFIX
+        self.skip_verify_read = skip_verify_read
+        self.skip_verify_write = skip_verify_write
+        self.authorization = authorization.encode("utf-8", "surrogateescape")
+        self._inflight: dict[bytes, asyncio.Future[bytes]] = {}
+
+    # -- path --------------------------------------------------------------------------
+    def id_from_path(self, path: str) -> bytes | str:
+        """The chunk id, or the 400 message (desync ``idFromPath``)."""
+        ext = self.extension
+        if not path.endswith(ext):
+            return "invalid chunk extension, verify compression and encryption settings"
+        base = path.rsplit("/", 1)[-1]
+        hex_id = base[: len(base) - len(ext)] if ext else base
+        if "." in hex_id:
+            return (f"requested chunk with an unexpected file extension, this server expects "
+                    f"'<chunkid>{ext}', verify compression and encryption settings")
+        if len(hex_id) < 4 or path != f"/{hex_id[:4]}/{hex_id}{ext}":
+            return f"expected format '/<prefix>/<chunkid>{ext}"
+        try:
+            raw = bytes.fromhex(hex_id)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32 or raw.hex() != hex_id.lower():
+            return f"invalid chunk id '{hex_id}'"
+        return raw
+
+    # -- dispatch ----------------------------------------------------------------------
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        if not authorized(request, self.authorization):
+            return text(401, "Unauthorized")
+        raw = request.raw_path
+        # the usual request needs no decoding; anything else goes through aiohttp's
+        path = raw if "%" not in raw and "?" not in raw and "#" not in raw else request.path
+        parsed = self.id_from_path(path)
+        if isinstance(parsed, str):
+            return text(400, parsed)
+        method = request.method
+        if method == "GET":
+            return await self.get(parsed)
+        if method == "HEAD":
+            return await self.head(parsed)
+        if method == "PUT":
+            return await self.put(parsed, request)
+        return text(405, ONLY)
+
+    # -- GET ---------------------------------------------------------------------------
+    def _load(self, chunk_id: bytes) -> bytes:
+        chunk = self.store.get_chunk(chunk_id)
+        if not self.skip_verify_read:
+            verify(chunk_id, chunk.data(), self.digest)
+        return chunk.data() if self.uncompressed else chunk.compressed()
+
+    async def _fetch(self, chunk_id: bytes) -> bytes:
+        pending = self._inflight.get(chunk_id)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bytes] = loop.run_in_executor(None, self._load, chunk_id)
+        self._inflight[chunk_id] = future
+        try:
+            return await asyncio.shield(future)
+        finally:
+            if self._inflight.get(chunk_id) is future:
+                del self._inflight[chunk_id]
+
+    def _inline(self) -> bool:
+        """A local store already in the wire form: a page-cache read is cheaper than a thread hop."""
+        store = self.store.current if isinstance(self.store, SwapStore) else self.store
+        return (isinstance(store, LocalStore) and store.uncompressed == self.uncompressed
+                and self.skip_verify_read)
+
+    async def get(self, chunk_id: bytes) -> web.StreamResponse:
+        try:
+            payload = self._load(chunk_id) if self._inline() else await self._fetch(chunk_id)
+        except ChunkMissing:
+            return text(404, f"chunk {chunk_id.hex()} not found")
+        except (DesyncRefError, OSError) as exc:
+            warn(PROG, f"failed to retrieve chunk {chunk_id.hex()}: {exc}")
+            return text(500, "internal server error")
+        return web.Response(body=payload, headers=_OCTETS)
+
+    # -- HEAD --------------------------------------------------------------------------
+    async def head(self, chunk_id: bytes) -> web.StreamResponse:
+        loop = asyncio.get_running_loop()
+        try:
+            found = await loop.run_in_executor(None, self.store.has_chunk, chunk_id)
+        except (DesyncRefError, OSError) as exc:
+            warn(PROG, f"failed to check chunk {chunk_id.hex()}: {exc}")
+            return text(500, "internal server error")
+        return web.Response(status=200 if found else 404)
+
+    # -- PUT ---------------------------------------------------------------------------
+    def _store(self, chunk_id: bytes, body: bytes) -> web.Response:
+        chunk = Chunk(chunk_id, data=body) if self.uncompressed else Chunk(chunk_id, compressed=body)
+        try:
+            if not self.skip_verify_write:
+                verify(chunk_id, chunk.data(), self.digest)
+        except ChunkInvalid as exc:
+            return text(400, str(exc))
+        store = self.store
+        if not isinstance(store, WriteStore):
+            return text(400, "upstream chunk store does not support writing")
+        try:
+            store.store_chunk(chunk)
+        except (DesyncRefError, OSError) as exc:
+            warn(PROG, f"failed to store chunk {chunk_id.hex()}: {exc}")
+            return text(500, "internal server error")
+        return web.Response(status=200)
+
+    async def put(self, chunk_id: bytes, request: web.BaseRequest) -> web.StreamResponse:
+        if not self.writable:
+            return text(400, "writing to upstream chunk store is not enabled")
+        body = await read_body(request, MAX_BODY)
+        if body is None:
+            return text(413, "chunk too large")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self._store, chunk_id, body)

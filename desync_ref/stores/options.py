@@ -1,0 +1,45 @@
+"""Per-store options, after desync's ``StoreOptions`` (``store.go``) and its command-line flags.
+
+Spec: ``spec/http.md``. The defaults are desync's: ``DefaultErrorRetry`` = 3 attempts,
+``DefaultErrorRetryBaseInterval`` = 500 ms (``store.go``), a 1 minute timeout when none is
+set (``effectiveTimeout``), and ``-n`` = 10 connections per host (``cmd/desync/options.go``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Final
+
+DEFAULT_ERROR_RETRY: Final = 3
+DEFAULT_ERROR_RETRY_BASE_INTERVAL: Final = 0.5  # seconds
+DEFAULT_TIMEOUT: Final = 60.0  # seconds; desync: 0 means 1 minute, negative means none
+DEFAULT_CONNECTIONS: Final = 10
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    uncompressed: bool = False
+    cache_repair: bool = True
+    n: int = DEFAULT_CONNECTIONS
+    timeout: float | None = DEFAULT_TIMEOUT  # None: wait forever
+    error_retry: int = DEFAULT_ERROR_RETRY
+    error_retry_base_interval: float = DEFAULT_ERROR_RETRY_BASE_INTERVAL
+    trust_insecure: bool = False
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    http_auth: str | None = None
+    http_cookie: str | None = None
+    skip_verify: bool = False
+    # Set by the command line when a config file is in use: the options for one location
+    # (config entry matching it, with the command-line flags on top). Not compared.
+    per_location: Callable[[str], StoreOptions] | None = None
+
+    def for_location(self, location: str) -> StoreOptions:
+        if self.per_location is None:
+            return self
+        return replace(self.per_location(location), per_location=None)
+
+
+DEFAULT_OPTIONS: Final = StoreOptions()

@@ -1,0 +1,173 @@
+"""Helpers for the HTTP tests: free ports, test-time certificates, server processes."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Certs:
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_client_cert: Path  # signed by a CA the server does not trust
+    other_client_key: Path
+
+
+def make_certs(directory: Path) -> Certs:
+    """A CA, a server cert for 127.0.0.1/localhost, a client cert, and a stranger's client cert."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> Path:
+        path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+        return path
+
+    def write_cert(cert: x509.Certificate, path: Path) -> Path:
+        path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        return path
+
+    def make_ca(cn: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn))
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(minutes=5))
+                .not_valid_after(now + datetime.timedelta(days=2))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                             content_commitment=False, key_encipherment=False,
+                                             data_encipherment=False, key_agreement=False,
+                                             encipher_only=False, decipher_only=False), critical=True)
+                .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+                .sign(key, hashes.SHA256()))
+        return key, cert
+
+    def leaf(ca_key: ec.EllipticCurvePrivateKey, ca: x509.Certificate, cn: str,
+             server: bool) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(ca.subject)
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - datetime.timedelta(minutes=5))
+                   .not_valid_after(now + datetime.timedelta(days=2))
+                   .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+                   .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                                  critical=False)
+                   .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server
+                                                         else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False))
+        if server:
+            builder = builder.add_extension(x509.SubjectAlternativeName([
+                x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")]), critical=False)
+        return key, builder.sign(ca_key, hashes.SHA256())
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca = make_ca("desync-ref test CA")
+    other_key, other = make_ca("some other CA")
+    s_key, s_cert = leaf(ca_key, ca, "127.0.0.1", server=True)
+    c_key, c_cert = leaf(ca_key, ca, "test client", server=False)
+    o_key, o_cert = leaf(other_key, other, "stranger", server=False)
+    return Certs(
+        ca=write_cert(ca, directory / "ca.pem"),
+        server_cert=write_cert(s_cert, directory / "server.pem"),
+        server_key=write_key(s_key, directory / "server.key"),
+        client_cert=write_cert(c_cert, directory / "client.pem"),
+        client_key=write_key(c_key, directory / "client.key"),
+        other_client_cert=write_cert(o_cert, directory / "other.pem"),
+        other_client_key=write_key(o_key, directory / "other.key"),
+    )
+
+
+class Server:
+    """A ``desync-ref`` server subprocess on 127.0.0.1; ``url`` is its base URL."""
+
+    def __init__(self, command: str, args: Sequence[str | os.PathLike[str]], *, tls: bool = False,
+                 port: int | None = None, extra_ports: Sequence[int] = (), env: dict[str, str] | None = None) -> None:
+        self.port = port or free_port()
+        self.scheme = "https" if tls else "http"
+        listen = ["-l", f"127.0.0.1:{self.port}"]
+        for extra in extra_ports:
+            listen += ["-l", f"127.0.0.1:{extra}"]
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
+        cmd = [sys.executable, "-m", "desync_ref", command, *map(str, args), *listen]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._err,
+                                     env={**os.environ, **(env or {})}, cwd=ROOT)
+        self._wait_ready()
+
+    def stderr(self) -> str:
+        self._err.seek(0)
+        return self._err.read().decode(errors="replace")
+
+    @property
+    def url(self) -> str:
+        return f"{self.scheme}://127.0.0.1:{self.port}/"
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.stderr()
+                raise RuntimeError(f"server exited early ({self.proc.returncode}): {err}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("server did not start listening")
+
+    def send(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, sig: int = signal.SIGTERM) -> tuple[int, str]:
+        """Stop the server; returns (exit code, stderr)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        return self.proc.returncode, self.stderr()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_for(predicate: object, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if callable(predicate) and predicate():
+            return True
+        time.sleep(0.01)
+    return False

@@ -1,0 +1,94 @@
+"""The config file (desync's format) and the ``config`` command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import assert_clean_failure, run_cli
+
+from desync_ref.config import ConfigError, apply_entry, load_config, location_match
+from desync_ref.stores.options import StoreOptions
+
+
+def test_defaults_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out = run_cli(["config"]).stdout.decode()
+    assert json.loads(out) == {"s3-credentials": None, "oci-credentials": None, "store-options": None}
+    assert out.startswith('{\n  "s3-credentials": null')
+
+
+def test_entries_round_trip_and_write(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"store-options": {"https://host/store/": {"timeout": 5_000_000_000,
+                                                                           "http-auth": "Bearer x",
+                                                                           "trust-insecure": True}}}))
+    shown = json.loads(run_cli(["--config", cfg, "config"]).stdout)
+    assert shown["store-options"]["https://host/store/"] == {
+        "trust-insecure": True, "http-auth": "Bearer x", "timeout": 5_000_000_000, "error-retry": 3,
+        "error-retry-base-interval": 500_000_000, "uncompressed": False}
+    target = tmp_path / "sub" / "written.json"
+    cfg2 = tmp_path / "c2.json"
+    cfg2.write_text(cfg.read_text())
+    proc = run_cli(["config", "--config", cfg2, "-w"])
+    assert f"Writing config to {cfg2}" in proc.stdout.decode()
+    assert json.loads(cfg2.read_text()) == shown
+    assert (cfg2.stat().st_mode & 0o777) == 0o600
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("{ nope", "invalid JSON"),
+    ('{"store-option": {}}', "unknown key"),
+    ('{"store-options": {"/x": {"timeouts": 1}}}', "unknown key \"timeouts\""),
+    ('{"store-options": {"/x": {"error-retry": "3"}}}', "must be an integer"),
+    ('[]', "expected a JSON object"),
+])
+def test_bad_config_is_one_line(tmp_path: Path, text: str, needle: str) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(text)
+    err = assert_clean_failure(run_cli(["--config", cfg, "config"], check=False))
+    assert needle in err
+    # every command refuses to run with it, not only ``config``
+    assert_clean_failure(run_cli(["--config", cfg, "list-chunks", "x.caibx"], check=False))
+
+
+def test_missing_explicit_config(tmp_path: Path) -> None:
+    err = assert_clean_failure(run_cli(["--config", tmp_path / "none.json", "config"], check=False))
+    assert "not found" in err
+
+
+def test_location_match() -> None:
+    assert location_match("http://host/store", "http://host/store/")
+    assert location_match("http://host/*/", "http://host/store")
+    assert not location_match("http://host/*", "http://host/a/b")
+    assert location_match("https://h?st/s", "https://host/s")
+    assert location_match("/tmp/st*", "/tmp/store")
+    assert not location_match("/tmp/st*", "/tmp/store/sub")
+
+
+def test_multiple_matches_are_an_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"store-options": {"http://h/*": {}, "http://h/s*": {}}}))
+    config = load_config(cfg)
+    with pytest.raises(ConfigError, match="multiple store-options entries"):
+        config.options_for("http://h/store")
+    err = assert_clean_failure(run_cli(["--config", cfg, "extract", "-s", "http://h/store", "x.caibx", tmp_path / "o"],
+                                       check=False))
+    assert "multiple" in err or "x.caibx" in err
+
+
+def test_entry_values_and_flags_win(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"store-options": {"https://h/s": {
+        "timeout": -1, "error-retry": 7, "error-retry-base-interval": 10_000_000, "ca-cert": "/a.pem",
+        "uncompressed": True}}}))
+    entry = load_config(cfg).options_for("https://h/s/")
+    opts = apply_entry(StoreOptions(), entry)
+    assert opts.timeout is None and opts.error_retry == 7 and opts.error_retry_base_interval == 0.01
+    assert opts.ca_cert == "/a.pem" and opts.uncompressed
+    # through the CLI: the flag's CA file wins over the config's, so this error names the flag's
+    err = assert_clean_failure(run_cli(["--config", cfg, "list-chunks", "--ca-cert", tmp_path / "flag.pem",
+                                        "https://h/s/x.caibx"], check=False))
+    assert "flag.pem" in err
