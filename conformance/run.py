@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from conformance import catar_cases  # noqa: E402
 from fixtures import blobs  # noqa: E402
 from fixtures.cases import (  # noqa: E402
     FLAGS_OFFSET,
@@ -979,6 +980,7 @@ def plan(*, live: bool = False, live_count: int = 6, live_seed: int = 0,
     tasks += [peer_task(name, subs, body) for name, subs, body in PEER_TASKS]
     tasks += [corrupt_task(name, fn, strict) for name, (fn, strict) in CORRUPTIONS.items()]
     tasks += [bad_input_task(name, body) for name, body in BAD_INPUTS]
+    tasks += catar_cases.tasks(Task)
     if live:
         tasks += [live_task(live_seed, n) for n in range(live_count)]
     return tasks
