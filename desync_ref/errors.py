@@ -36,5 +36,9 @@ class StoreError(DesyncRefError):
     """A store that cannot be used: not a directory, unreachable, unwritable."""
 
 
+class IndexMissing(DesyncRefError):
+    """An index store has no index under that name (HTTP 404, or no such file)."""
+
+
 class ProtocolError(DesyncRefError):
     """A peer broke the casync protocol or an HTTP exchange."""

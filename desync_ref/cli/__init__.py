@@ -7,6 +7,7 @@ library become one line on stderr and an exit code here, and nowhere else.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
 import sys
@@ -14,24 +15,6 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from desync_ref import __version__, kernels
-from desync_ref.cli import cache as cache_cmd
-from desync_ref.cli import cat as cat_cmd
-from desync_ref.cli import chop as chop_cmd
-from desync_ref.cli import chunk as chunk_cmd
-from desync_ref.cli import chunk_server as chunk_server_cmd
-from desync_ref.cli import config_cmd as config_command
-from desync_ref.cli import extract as extract_cmd
-from desync_ref.cli import index_server as index_server_cmd
-from desync_ref.cli import info as info_cmd
-from desync_ref.cli import inspect_chunks as inspect_chunks_cmd
-from desync_ref.cli import list_chunks as list_chunks_cmd
-from desync_ref.cli import make
-from desync_ref.cli import mtree as mtree_cmd
-from desync_ref.cli import prune as prune_cmd
-from desync_ref.cli import tar as tar_cmd
-from desync_ref.cli import untar as untar_cmd
-from desync_ref.cli import verify as verify_cmd
-from desync_ref.cli import verify_index as verify_index_cmd
 from desync_ref.cli.common import add_global_options, command_config
 from desync_ref.errors import (
     ChunkInvalid,
@@ -42,26 +25,30 @@ from desync_ref.errors import (
 )
 
 PROG = "desync-ref"
-COMMANDS = (
-    make,
-    extract_cmd,
-    cat_cmd,
-    cache_cmd,
-    chop_cmd,
-    chunk_cmd,
-    chunk_server_cmd,
-    config_command,
-    index_server_cmd,
-    info_cmd,
-    inspect_chunks_cmd,
-    list_chunks_cmd,
-    prune_cmd,
-    verify_cmd,
-    verify_index_cmd,
-    tar_cmd,
-    untar_cmd,
-    mtree_cmd,
-)
+# Command name → module. Only the module of the command being run is imported, so a run
+# does not pay for the HTTP client, the catar code and the servers it does not use.
+COMMANDS: dict[str, str] = {
+    "make": "make",
+    "extract": "extract",
+    "cat": "cat",
+    "cache": "cache",
+    "chop": "chop",
+    "chunk": "chunk",
+    "chunk-server": "chunk_server",
+    "config": "config_cmd",
+    "index-server": "index_server",
+    "info": "info",
+    "inspect-chunks": "inspect_chunks",
+    "list-chunks": "list_chunks",
+    "prune": "prune",
+    "verify": "verify",
+    "verify-index": "verify_index",
+    "tar": "tar",
+    "untar": "untar",
+    "mtree": "mtree",
+}
+# Global options that take a value (the value is not the command name).
+_GLOBAL_WITH_VALUE = ("--config", "--digest")
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -81,14 +68,28 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{command}: {message}" if command else message)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_in(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv``, skipping global options placed before it."""
+    words = iter(argv)
+    for word in words:
+        if word in _GLOBAL_WITH_VALUE:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="casync/desync reference tool")
     parser.add_argument("--version", action="version", version=version_text())
     add_global_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    for module in COMMANDS:
-        module.register(subparsers)
+    wanted = _command_in(sys.argv[1:] if argv is None else argv)
+    # Help, or an unknown command whose error lists the choices, needs every command.
+    names = [wanted] if wanted in COMMANDS else list(COMMANDS)
+    for name in names:
+        importlib.import_module(f"desync_ref.cli.{COMMANDS[name]}").register(subparsers)
     return parser
 
 
@@ -113,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # must be an error the HTTP client reports, not a silent death.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv).parse_args(argv)
         command_config(args)  # a bad config file stops every command, as in desync
         result: int = args.run(args)
         return result

@@ -34,8 +34,14 @@ DIGESTS: Final = (DIGEST_SHA512_256, DIGEST_SHA256)
 Digest = Callable[[bytes], bytes]
 
 
+# Copying a ready hash object skips OpenSSL's by-name lookup on every chunk.
+_SHA512_256_PROTOTYPE: Final = hashlib.new("sha512_256")
+
+
 def _sha512_256(data: bytes) -> bytes:
-    return hashlib.new("sha512_256", data).digest()
+    h = _SHA512_256_PROTOTYPE.copy()
+    h.update(data)
+    return h.digest()
 
 
 def _sha256(data: bytes) -> bytes:

@@ -16,7 +16,7 @@ from desync_ref import kernels
 from desync_ref.formats.chunk import digest_function, verify
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.operations.files import atomic_output
-from desync_ref.operations.parallel import run_all
+from desync_ref.operations.parallel import ordered_map
 from desync_ref.stores import Store
 
 assembler = kernels.load("assembler")
@@ -90,30 +90,38 @@ BATCH_BYTES = 1 << 20
 
 def assemble(fd: int, index: Index, source: ChunkSource, stats: ExtractStats, *,
              in_place: bool, workers: int) -> None:
+    """Fetch, decompress and verify in worker threads; write from this thread alone.
+
+    Writers to one file queue on its inode lock, so concurrent ``pwrite`` calls only add
+    contention; a single writer keeps the threads busy with what runs in parallel.
+    """
     digest = source.digest
     chunks = index.chunks
     counts = Counter[str]()
-    lock = threading.Lock()
 
-    def write_chunk(chunk: IndexChunk) -> str:
+    def load(chunk: IndexChunk) -> tuple[int, bytes | str]:
+        """(offset, bytes to write) or (offset, why nothing needs writing)."""
         if in_place:
             existing = os.pread(fd, chunk.size, chunk.start)
             if len(existing) == chunk.size and digest(existing) == chunk.id:
-                return "in_place"
+                return chunk.start, "in_place"
         elif source.is_zero(chunk):
             # The file was sized with ftruncate, so a run of zeros stays a hole.
-            return "zero"
-        os.pwrite(fd, source.get(chunk), chunk.start)
-        return "written"
+            return chunk.start, "zero"
+        return chunk.start, source.get(chunk)
 
-    def write_batch(bounds: tuple[int, int]) -> None:
-        outcomes = Counter(write_chunk(chunks[n]) for n in range(*bounds))
-        with lock:
-            counts.update(outcomes)
+    def load_batch(bounds: tuple[int, int]) -> list[tuple[int, bytes | str]]:
+        return [load(chunks[n]) for n in range(*bounds)]
 
     os.ftruncate(fd, index.length)
     ends = assembler.batch_ends([c.size for c in chunks], BATCH_BYTES)
-    run_all(write_batch, zip([0, *ends][:len(ends)], ends, strict=True), workers)
+    batches = zip([0, *ends][:len(ends)], ends, strict=True)
+    for batch in ordered_map(load_batch, batches, workers):
+        for start, data in batch:
+            if isinstance(data, str):
+                counts[data] += 1
+            else:
+                os.pwrite(fd, data, start)
     stats.chunks = len(chunks)
     stats.bytes = index.length
     stats.fetched = source.fetched

@@ -12,9 +12,8 @@ from typing import BinaryIO
 
 from desync_ref.errors import DesyncRefError, DigestMismatch, InvalidFormat
 from desync_ref.formats.index import Index, parse_index, write_index
-from desync_ref.stores.http import is_http_location
 from desync_ref.stores.index_stores import index_store_for
-from desync_ref.stores.options import StoreOptions
+from desync_ref.stores.options import StoreOptions, is_http_location
 
 STDIO = "-"
 

@@ -14,12 +14,11 @@ from typing import Final
 
 from aiohttp import web
 
-from desync_ref.errors import DesyncRefError, InvalidFormat
+from desync_ref.errors import DesyncRefError, IndexMissing, InvalidFormat
 from desync_ref.formats.index import encode_index, parse_index
 from desync_ref.server.base import authorized, read_body, text, warn
 from desync_ref.server.chunks import MAX_BODY, ONLY
 from desync_ref.stores import IndexStore, IndexWriteStore
-from desync_ref.stores.http import IndexMissing
 from desync_ref.stores.index_stores import valid_index_name
 
 PROG: Final = "index-server"

@@ -21,7 +21,7 @@ import urllib3
 from urllib3.exceptions import HTTPError, InsecureRequestWarning, MaxRetryError, SSLError
 from urllib3.util import parse_url
 
-from desync_ref.errors import ChunkMissing, DesyncRefError, InvalidFormat, StoreError
+from desync_ref.errors import ChunkMissing, IndexMissing, InvalidFormat, StoreError
 from desync_ref.formats.chunk import (
     COMPRESSED_CHUNK_SUFFIX,
     UNCOMPRESSED_CHUNK_SUFFIX,
@@ -29,18 +29,9 @@ from desync_ref.formats.chunk import (
 )
 from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
-from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
+from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, is_http_location
 
-HTTP_SCHEMES: Final = ("http://", "https://")
 USER_AGENT: Final = "desync-ref"
-
-
-def is_http_location(location: str) -> bool:
-    return location.lower().startswith(HTTP_SCHEMES)
-
-
-class IndexMissing(DesyncRefError):
-    """An index store has no index under that name (HTTP 404, or no such file)."""
 
 
 def _ssl_context(options: StoreOptions) -> ssl.SSLContext:

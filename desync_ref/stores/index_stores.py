@@ -13,11 +13,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from desync_ref.errors import InvalidFormat, StoreError
+from desync_ref.errors import IndexMissing, InvalidFormat, StoreError
 from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import IndexStore, IndexWriteStore
-from desync_ref.stores.http import HTTPIndexStore, IndexMissing, is_http_location, split_index_url
-from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
+from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, is_http_location
 
 
 def valid_index_name(name: str) -> bool:
@@ -89,6 +88,8 @@ class LocalIndexStore:
 def open_index_store(location: str, options: StoreOptions = DEFAULT_OPTIONS) -> IndexStore:
     """An index store from its location (a directory or an http(s) base URL)."""
     if is_http_location(location):
+        from desync_ref.stores.http import HTTPIndexStore  # urllib3 only when it is used
+
         return HTTPIndexStore(location, options.for_location(location))
     return LocalIndexStore(location)
 
@@ -97,6 +98,8 @@ def index_store_for(location: str, options: StoreOptions = DEFAULT_OPTIONS, *,
                     create: bool = False) -> tuple[IndexWriteStore, str]:
     """The store holding the index at ``location`` and the index's name in it."""
     if is_http_location(location):
+        from desync_ref.stores.http import HTTPIndexStore, split_index_url
+
         base, name = split_index_url(location)
         return HTTPIndexStore(base, options.for_location(base.rstrip("/"))), name
     path = Path(location)

@@ -8,8 +8,10 @@ recognises the other's leftovers.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,6 +45,7 @@ class LocalStore:
             raise StoreError(f"store {self.path} does not exist")
         if not self.path.is_dir():
             raise StoreError(f"store {self.path} is not a directory")
+        self._root = os.fspath(self.path)
 
     def __str__(self) -> str:
         return str(self.path)
@@ -50,30 +53,42 @@ class LocalStore:
     def chunk_path(self, chunk_id: bytes) -> Path:
         return self.path / chunk_file_name(chunk_id, self.suffix)
 
-    def _forms(self, chunk_id: bytes) -> tuple[tuple[Path, bool], tuple[Path, bool]]:
+    def _forms(self, chunk_id: bytes) -> tuple[tuple[str, bool], tuple[str, bool]]:
         """(path, is compressed) for the store's own form first, then the other one."""
-        compressed = self.path / chunk_file_name(chunk_id, COMPRESSED_CHUNK_SUFFIX)
-        plain = self.path / chunk_file_name(chunk_id, UNCOMPRESSED_CHUNK_SUFFIX)
-        if self.uncompressed:
-            return (plain, False), (compressed, True)
-        return (compressed, True), (plain, False)
+        # Plain strings, not Paths: this runs once per chunk on the extract hot path.
+        base = f"{self._root}/{chunk_file_name(chunk_id, '')}"
+        compressed = (base + COMPRESSED_CHUNK_SUFFIX, True)
+        plain = (base + UNCOMPRESSED_CHUNK_SUFFIX, False)
+        return (plain, compressed) if self.uncompressed else (compressed, plain)
 
     def get_chunk(self, chunk_id: bytes) -> Chunk:
         for path, compressed in self._forms(chunk_id):
-            # casync marks known-missing chunks with a symlink (ca_chunk_file_mark_missing).
-            if path.is_symlink():
-                continue
             try:
-                blob = path.read_bytes()
+                # O_NOFOLLOW: casync marks known-missing chunks with a symlink
+                # (ca_chunk_file_mark_missing), which must read as missing.
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
             except (FileNotFoundError, NotADirectoryError):
                 continue
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    continue
+                raise StoreError(f"cannot read chunk {chunk_id.hex()} from {self}: {exc.strerror}") from None
+            try:
+                with open(fd, "rb", buffering=0) as f:
+                    blob = f.readall()
             except OSError as exc:
                 raise StoreError(f"cannot read chunk {chunk_id.hex()} from {self}: {exc.strerror}") from None
             return Chunk(chunk_id, compressed=blob) if compressed else Chunk(chunk_id, data=blob)
         raise ChunkMissing(chunk_id.hex(), str(self))
 
     def has_chunk(self, chunk_id: bytes) -> bool:
-        return any(path.is_file() and not path.is_symlink() for path, _ in self._forms(chunk_id))
+        for path, _ in self._forms(chunk_id):
+            try:
+                if stat.S_ISREG(os.lstat(path).st_mode):
+                    return True
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+        return False
 
     def store_chunk(self, chunk: Chunk) -> None:
         target = self.chunk_path(chunk.id)

@@ -9,9 +9,8 @@ from desync_ref.formats.chunk import Digest
 from desync_ref.stores import Store, WriteStore
 from desync_ref.stores.cache import CachedStore
 from desync_ref.stores.failover import FailoverGroup
-from desync_ref.stores.http import HTTPStore, is_http_location
 from desync_ref.stores.local import LocalStore
-from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
+from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, is_http_location
 from desync_ref.stores.router import StoreRouter
 
 __all__ = ["StoreOptions", "open_chain", "open_store", "open_writable", "open_write_store"]
@@ -32,6 +31,8 @@ def _open_one(location: str, options: StoreOptions) -> Store:
     if not location:
         raise UsageError("empty store location")
     if is_http_location(location):
+        from desync_ref.stores.http import HTTPStore  # urllib3 only when it is used
+
         return HTTPStore(location, options.for_location(location))
     _check_local(location)
     return LocalStore(location, uncompressed=options.for_location(location).uncompressed)
@@ -47,6 +48,8 @@ def open_store(location: str, options: StoreOptions = DEFAULT_OPTIONS) -> Store:
 def open_writable(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, create: bool = True) -> WriteStore:
     """A store that takes chunks: a directory or an http(s) chunk server."""
     if is_http_location(location):
+        from desync_ref.stores.http import HTTPStore  # urllib3 only when it is used
+
         return HTTPStore(location, options.for_location(location))
     return open_write_store(location, options, create=create)
 
