@@ -96,11 +96,13 @@ def chunker_rate(pure: bool, size: int) -> float:
     return float(out.stdout)
 
 
-def bench_kind(kind: str, size: int, work: Path, casync: str, ours: list[str], reps: int) -> list[Row]:
+def bench_kind(kind: str, size: int, work: Path, out_dir: Path, casync: str, ours: list[str],
+               reps: int) -> list[Row]:
     blob = work / f"{kind}.bin"
     write_input(blob, kind, size)
     warm(blob)
-    c_idx, o_idx, c_out, o_out = work / "c.caibx", work / "o.caibx", work / "c.out", work / "o.out"
+    c_idx, o_idx = work / "c.caibx", work / "o.caibx"
+    c_out, o_out = out_dir / "c.out", out_dir / "o.out"
     rows = [measure(
         Row(f"{kind}: make, empty store", size),
         lambda r: [casync, "make", f"--store={work}/cs{r}", str(c_idx), str(blob)],
@@ -136,9 +138,12 @@ def bench_kind(kind: str, size: int, work: Path, casync: str, ours: list[str], r
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=512)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--dir", default="/dev/shm" if os.path.isdir("/dev/shm") else None)
     parser.add_argument("--kinds", default="random,mixed,zeros")
+    parser.add_argument("--out-dir", default=".",
+                        help="where extract writes (default: a disk directory; first touch of "
+                             "tmpfs pages makes extract timings swing by 2x)")
     args = parser.parse_args()
     casync = shutil.which("casync")
     if casync is None:
@@ -147,14 +152,16 @@ def main() -> int:
     version = subprocess.run([*ours, "--version"], capture_output=True, text=True).stdout.strip()
     size = args.size_mib * MIB
     work = Path(tempfile.mkdtemp(prefix="desync-ref-bench-", dir=args.dir))
+    out_dir = Path(tempfile.mkdtemp(prefix="desync-ref-bench-out-", dir=args.out_dir))
     rows: list[Row] = []
     try:
         for kind in args.kinds.split(","):
-            rows.extend(bench_kind(kind, size, work, casync, ours, args.reps))
+            rows.extend(bench_kind(kind, size, work, out_dir, casync, ours, args.reps))
         compiled = chunker_rate(False, 256 * MIB)
         pure = chunker_rate(True, 4 * MIB)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(out_dir, ignore_errors=True)
     print(f"\n{version}; casync {casync}; {args.size_mib} MiB inputs; median of {args.reps}; "
           f"stores in {args.dir or 'the temp dir'}; {os.cpu_count()} cores\n")
     print("| row | casync s | casync MiB/s | desync-ref s | desync-ref MiB/s | ratio | casync RSS MiB | desync-ref RSS MiB |")
