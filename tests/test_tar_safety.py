@@ -148,3 +148,22 @@ def test_usage_errors(tmp_path: Path) -> None:
                                  check=False))
     assert_clean_failure(run_cli(["tar", tmp_path / "x.catar", tmp_path / "missing"], check=False))
     assert not (tmp_path / "x.catar").exists()
+
+
+@pytest.mark.parametrize("fmt", ["disk", "gnu-tar"])
+def test_refused_archive_leaves_no_target(tmp_path: Path, fmt: str) -> None:
+    junk = tmp_path / "junk.catar"
+    junk.write_bytes(b"not a catar at all, just junk bytes" * 3)
+    target = tmp_path / "out"
+    assert_clean_failure(run_cli(["untar", "--output-format", fmt, junk, target], check=False))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.catar"]
+
+
+def test_refused_archive_keeps_existing_target(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.catar"
+    junk.write_bytes(b"\0" * 100)
+    target = tmp_path / "out"
+    target.mkdir()
+    (target / "keep").write_text("mine")
+    assert_clean_failure(run_cli(["untar", junk, target], check=False))
+    assert (target / "keep").read_text() == "mine"

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 
 from desync_ref.cli.common import (
@@ -15,6 +17,7 @@ from desync_ref.cli.common import (
     workers,
 )
 from desync_ref.errors import UsageError
+from desync_ref.operations.files import atomic_output
 from desync_ref.operations.gnutar import GnuTarSink
 from desync_ref.operations.localfs import DiskSink
 from desync_ref.operations.untar import Sink, archive_reader, walk
@@ -38,30 +41,40 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
-def make_sink(args: argparse.Namespace) -> Sink:
-    if args.output_format == "gnu-tar":
-        if args.target == "-":
-            return GnuTarSink(sys.stdout.buffer)
-        return GnuTarSink(open(args.target, "wb"))
-    if args.target == "-":
-        raise UsageError("'-' as target needs --output-format gnu-tar")
-    return DiskSink(args.target, same_owner=not args.no_same_owner,
-                    same_permissions=not args.no_same_permissions)
+def _untar(args: argparse.Namespace, sink: Sink) -> None:
+    if not args.index:
+        with archive_reader(args.archive) as reader:
+            walk(reader, sink)
+        return
+    index = load_index(args, args.archive)
+    store = source_store(args, index)
+    try:
+        with archive_reader(args.archive, index=index, store=store, workers=workers(args)) as reader:
+            walk(reader, sink)
+    finally:
+        store.close()
 
 
 def run(args: argparse.Namespace) -> int:
     if args.index and not args.store:
         raise UsageError("-i requires at least one store (-s <location>)")
-    if args.index:
-        index = load_index(args, args.archive)
-        store = source_store(args, index)
-        try:
-            with archive_reader(args.archive, index=index, store=store,
-                                workers=workers(args)) as reader:
-                walk(reader, make_sink(args))
-        finally:
-            store.close()
+    if args.output_format == "gnu-tar":
+        if args.target == "-":
+            _untar(args, GnuTarSink(sys.stdout.buffer))
+        else:
+            with atomic_output(args.target) as out:
+                _untar(args, GnuTarSink(out))
         return 0
-    with archive_reader(args.archive) as reader:
-        walk(reader, make_sink(args))
+    if args.target == "-":
+        raise UsageError("'-' as target needs --output-format gnu-tar")
+    # A target this run creates is removed again if the run fails, so a refused archive
+    # leaves nothing behind; an existing target is never deleted.
+    created = not os.path.lexists(args.target)
+    try:
+        _untar(args, DiskSink(args.target, same_owner=not args.no_same_owner,
+                              same_permissions=not args.no_same_permissions))
+    except BaseException:
+        if created:
+            shutil.rmtree(args.target, ignore_errors=True)
+        raise
     return 0
