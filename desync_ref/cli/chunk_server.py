@@ -3,6 +3,8 @@
 desync ``cmd/desync/chunkserver.go``: serves a store chain over HTTP(S); ``--store-file``
 holds ``{"stores": [...], "cache": "..."}`` and is read again on SIGHUP (an invalid file
 keeps the old stores). Writing (``-w``) needs exactly one upstream store and no cache.
+
+Spec: spec/http.md.
 """
 
 from __future__ import annotations

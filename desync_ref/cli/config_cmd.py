@@ -2,6 +2,8 @@
 
 desync ``cmd/desync/config.go`` (``runConfig``): JSON with two-space indent; ``-w`` writes it
 to ``--config FILE`` or ``$HOME/.config/desync/config.json`` and says so on stdout.
+
+Spec: spec/http.md (config file).
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""``extract [-s STORE]... [-c CACHE] [-n N] [-k] [--print-stats] INDEX OUT``."""
+"""``extract [-s STORE]... [-c CACHE] [-n N] [-k] [--print-stats] INDEX OUT``.
+
+Spec: spec/index.md, spec/store.md.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 desync ``cmd/desync/indexserver.go``: serves the indexes of a local directory or of an
 http(s) index store over HTTP(S).
+
+Spec: spec/http.md.
 """
 
 from __future__ import annotations

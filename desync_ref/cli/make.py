@@ -1,4 +1,7 @@
-"""``make [-s STORE] [-m MIN:AVG:MAX] [-n N] [--print-stats] INDEX BLOB``."""
+"""``make [-s STORE] [-m MIN:AVG:MAX] [-n N] [--print-stats] INDEX BLOB``.
+
+Spec: spec/index.md, spec/chunker.md.
+"""
 
 from __future__ import annotations
 

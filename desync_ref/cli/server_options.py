@@ -1,4 +1,7 @@
-"""Options of the HTTP servers (desync ``addServerOptions`` in ``cmd/desync/options.go``)."""
+"""Options of the HTTP servers (desync ``addServerOptions`` in ``cmd/desync/options.go``).
+
+Spec: spec/http.md.
+"""
 
 from __future__ import annotations
 

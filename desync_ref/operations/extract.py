@@ -3,6 +3,8 @@
 Every chunk is verified against its id before it is written. A new file is written under a
 temp name beside the target and renamed on success; ``in_place`` (``-k``) rewrites only the
 chunks that differ, so an interrupted extract can resume.
+
+Spec: spec/index.md, spec/store.md (reading chunks).
 """
 
 from __future__ import annotations

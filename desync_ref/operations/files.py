@@ -1,4 +1,7 @@
-"""Reading indexes and writing outputs safely: temp file beside the target, then rename."""
+"""Reading indexes and writing outputs safely: temp file beside the target, then rename.
+
+Spec: spec/index.md; index URLs in spec/http.md.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 desync runs ``-n`` goroutines per command (``cmd/desync/options.go``); here the same ``-n``
 sizes a thread pool. hashlib, zstandard and file I/O release the GIL, so threads help.
+
+Spec: spec/store.md.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """Options of the HTTP servers, without importing the server stack (the CLI loads it late).
 
 After desync ``cmdServerOptions`` in ``cmd/desync/options.go``.
+
+Spec: spec/http.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Turn a store location string into a store, and compose ``-s``/``-c`` as desync does."""
+"""Turn a store location string into a store, and compose ``-s``/``-c`` as desync does.
+
+Spec: spec/store.md and spec/http.md (store locations).
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,8 @@
 Behaviour of desync ``swapstore.go``: a SIGHUP builds a new chain from the store file and
 swaps it in; requests already running finish on the chain they started with. The old
 chain is closed a little later, once those requests are done.
+
+Spec: spec/http.md (chunk-server --store-file and SIGHUP).
 """
 
 from __future__ import annotations
