@@ -49,8 +49,3 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[bytes]) -> str:
     assert "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     return err
-
-
-@pytest.fixture
-def cli() -> object:
-    return run_cli

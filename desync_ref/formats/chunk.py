@@ -62,8 +62,6 @@ def digest_from_flags(feature_flags: int) -> str:
     return DIGEST_SHA512_256 if feature_flags & CA_FORMAT_SHA512_256 else DIGEST_SHA256
 
 
-def format_id(chunk_id: bytes) -> str:
-    return chunk_id.hex()
 
 
 def parse_id(text: str) -> bytes:

@@ -9,7 +9,7 @@ length check desync makes in ``index.go``.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import BinaryIO, Final
 
@@ -68,8 +68,6 @@ class Index:
         return self.chunks[-1].end if self.chunks else 0
 
 
-def index_file_size(chunk_count: int) -> int:
-    return INDEX_HEADER_SIZE + TABLE_HEADER_SIZE + chunk_count * TABLE_ITEM_SIZE + TABLE_TAIL_SIZE
 
 
 def encode_index(index: Index) -> bytes:
@@ -95,15 +93,6 @@ def iter_index_bytes(index: Index) -> Iterator[bytes]:
 def write_index(index: Index, out: BinaryIO) -> None:
     for part in iter_index_bytes(index):
         out.write(part)
-
-
-def chunks_from_table(ends_and_ids: Iterable[tuple[int, bytes]]) -> list[IndexChunk]:
-    chunks: list[IndexChunk] = []
-    start = 0
-    for end, chunk_id in ends_and_ids:
-        chunks.append(IndexChunk(start, end - start, chunk_id))
-        start = end
-    return chunks
 
 
 def parse_index(data: bytes) -> Index:
@@ -158,8 +147,3 @@ def parse_index(data: bytes) -> Index:
         chunks.append(IndexChunk(start, end - start, chunk_id))
         start = end
     return Index(flags, cmin, cavg, cmax, chunks)
-
-
-def read_index(source: BinaryIO) -> Index:
-    # The table is bounded by the file itself, so reading it whole is what the file allows.
-    return parse_index(source.read())

@@ -55,7 +55,7 @@ def atomic_output(target: str | os.PathLike[str], mode: int = 0o644) -> Iterator
     try:
         with os.fdopen(fd, "w+b") as out:
             yield out
-        os.chmod(tmp_name, mode & ~_umask())
+        os.chmod(tmp_name, mode & ~current_umask())
         os.replace(tmp_name, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -63,7 +63,8 @@ def atomic_output(target: str | os.PathLike[str], mode: int = 0o644) -> Iterator
         raise
 
 
-def _umask() -> int:
+def current_umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
     current = os.umask(0)
     os.umask(current)
     return current

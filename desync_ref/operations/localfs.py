@@ -22,6 +22,7 @@ from desync_ref.errors import DesyncRefError
 from desync_ref.formats import constants as c
 from desync_ref.formats.catar import Entry
 from desync_ref.operations.acl import ACL_ACCESS, ACL_DEFAULT, build_acl, build_default_acl
+from desync_ref.operations.files import current_umask
 from desync_ref.operations.fswalk import flags_to_chattr, read_chattr, time_granularity
 
 FS_IOC_SETFLAGS = 0x40086602
@@ -36,9 +37,7 @@ class DiskSink:
         self.fds: list[int] = []
         self.same_owner = same_owner and os.geteuid() == 0
         self.same_permissions = same_permissions
-        umask = os.umask(0)
-        os.umask(umask)
-        self.umask = umask
+        self.umask = current_umask()
 
     # helpers
     def _parent(self) -> int:

@@ -149,27 +149,41 @@ def _join(ends: list[int], ids: list[bytes], span: SpanResult) -> bool:
     return False
 
 
+def make_index_from_stream(stream: BinaryIO, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
+                           store: WriteStore | None = None, workers: int = 1) -> tuple[Index, MakeStats]:
+    """Index of a stream read once, front to back (a pipe, or a file too small to split)."""
+    ends: list[int] = []
+    ids: list[bytes] = []
+    created: set[bytes] = set()
+    for start, size, chunk_id, new in _serial(stream, 0, sizes, digest, store, workers):
+        ends.append(start + size)
+        ids.append(chunk_id)
+        if new:
+            created.add(chunk_id)
+    return _finish(ends, ids, created, sizes, digest, store)
+
+
 def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
-               store: WriteStore | None = None, workers: int = 1,
-               stream: BinaryIO | None = None) -> tuple[Index, MakeStats]:
-    """Index of the file at ``path`` (or of ``stream``, read serially), storing new chunks."""
-    index = Index(blob_index_flags(digest), sizes.min, sizes.avg, sizes.max)
-    with open(path, "rb") if stream is None else _borrowed(stream) as source:
-        length = os.fstat(source.fileno()).st_size if stream is None else 0
-        starts = span_starts(length, sizes, workers) if stream is None else [0]
+               store: WriteStore | None = None, workers: int = 1) -> tuple[Index, MakeStats]:
+    """Index of the file at ``path``, chunked on ``workers`` processes, storing new chunks."""
+    with open(path, "rb") as source:
+        length = os.fstat(source.fileno()).st_size
+        starts = span_starts(length, sizes, workers)
         if len(starts) == 1 or sizes.fixed:
-            rows = [(s + n, cid, new) for s, n, cid, new in _serial(source, 0, sizes, digest, store, workers)]
-            ends = [end for end, _, _ in rows]
-            ids = [cid for _, cid, _ in rows]
-            created = {cid for _, cid, new in rows if new}
-        else:
-            bounds = [*starts[1:], length]
-            context = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = [pool.submit(_chunk_span, path, s, e, sizes, digest, store)
-                           for s, e in zip(starts, bounds, strict=True)]
-                spans = [f.result() for f in futures]
-            ends, ids, created = _splice(spans, length, source, sizes, digest, store)
+            return make_index_from_stream(source, sizes, digest=digest, store=store, workers=workers)
+        bounds = [*starts[1:], length]
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [pool.submit(_chunk_span, path, s, e, sizes, digest, store)
+                       for s, e in zip(starts, bounds, strict=True)]
+            spans = [f.result() for f in futures]
+        ends, ids, created = _splice(spans, length, source, sizes, digest, store)
+    return _finish(ends, ids, created, sizes, digest, store)
+
+
+def _finish(ends: list[int], ids: list[bytes], created: set[bytes], sizes: ChunkSizes,
+            digest: str, store: WriteStore | None) -> tuple[Index, MakeStats]:
+    index = Index(blob_index_flags(digest), sizes.min, sizes.avg, sizes.max)
     start = 0
     for end, chunk_id in zip(ends, ids, strict=True):
         index.chunks.append(IndexChunk(start, end - start, chunk_id))
@@ -182,16 +196,3 @@ def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
             store.remove_chunk(chunk_id)
     stats = MakeStats(chunks=len(ids), unique=len(final), stored=len(created & final), bytes=start)
     return index, stats
-
-
-class _borrowed:
-    """A context manager that hands out a stream without closing it."""
-
-    def __init__(self, stream: BinaryIO) -> None:
-        self.stream = stream
-
-    def __enter__(self) -> BinaryIO:
-        return self.stream
-
-    def __exit__(self, *exc: object) -> None:
-        return None

@@ -19,7 +19,7 @@ from desync_ref.formats.catar import CatarWriter
 from desync_ref.formats.chunk import DIGEST_SHA512_256
 from desync_ref.formats.index import Index
 from desync_ref.operations.fswalk import TreeEncoder
-from desync_ref.operations.make import MakeStats, make_index
+from desync_ref.operations.make import MakeStats, make_index_from_stream
 from desync_ref.stores import WriteStore
 
 # desync's TarFeatureFlags "with" part (tar.go): 32bit-uids, nsec-time, permissions,
@@ -81,8 +81,8 @@ def index_stream(produce: Callable[[BinaryIO], object], flags: int, sizes: Chunk
     thread.start()
     with os.fdopen(read_fd, "rb", buffering=WRITE_BUFFER) as stream:
         try:
-            index, stats = make_index("-", sizes, digest=digest, store=store,
-                                      workers=workers, stream=stream)
+            index, stats = make_index_from_stream(stream, sizes, digest=digest, store=store,
+                                                  workers=workers)
         finally:
             stream.close()
             thread.join()
