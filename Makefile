@@ -6,19 +6,25 @@ STAMP  := $(VENV)/.installed
 IMPL   ?= $(BIN)/python -m desync_ref
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: setup system-deps demo test bench-http test-compiled test-pure conformance fixtures lint bench clean
+.PHONY: setup system-deps bench-http-deps apt-need demo test bench-http test-compiled test-pure conformance fixtures lint bench clean
 
 setup: system-deps $(STAMP)
 
 # casync is the oracle of the test suite; zstd is handy for looking into stores;
-# nginx-light and wrk are the HTTP load benchmark's reference and load generator.
+# ca-certificates gives the HTTPS tests a system trust store to add their test CA to.
 system-deps:
+	@$(MAKE) --no-print-directory apt-need NEED="casync:casync zstd:zstd update-ca-certificates:ca-certificates"
+
+# nginx-light and wrk are only the HTTP load benchmark's reference and load generator.
+bench-http-deps:
+	@$(MAKE) --no-print-directory apt-need NEED="nginx:nginx-light wrk:wrk"
+
+# NEED is a list of command:package pairs; missing packages are installed as root.
+apt-need:
 	@missing=""; \
-	command -v casync >/dev/null 2>&1 || missing="$$missing casync"; \
-	command -v zstd >/dev/null 2>&1 || missing="$$missing zstd"; \
-	command -v update-ca-certificates >/dev/null 2>&1 || missing="$$missing ca-certificates"; \
-	command -v nginx >/dev/null 2>&1 || missing="$$missing nginx-light"; \
-	command -v wrk >/dev/null 2>&1 || missing="$$missing wrk"; \
+	for pair in $(NEED); do \
+	  command -v "$${pair%%:*}" >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
@@ -71,5 +77,5 @@ clean:
 	rm -rf build $(VENV) desync_ref/kernels/*.so
 
 # chunk-server against nginx on the same store, loopback only, bounded time (benchmarks/http_load.py).
-bench-http: setup
+bench-http: setup bench-http-deps
 	$(BIN)/python benchmarks/http_load.py

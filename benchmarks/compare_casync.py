@@ -4,7 +4,7 @@ For each input kind (random, mixed text/random/zeros, all zeros) it times: make 
 empty store, make into a populated store, extract into a new file; then the chunker alone
 (compiled and pure, one core) and peak RSS. Stores live on tmpfs by default because
 recreating store directories on ext4 measures the kernel's inode allocator
-(shared/guides/benchmarking.md). Ratios are casync_time / desync_ref_time: above 1 means
+(creating directories there is what gets timed otherwise). Ratios are casync_time / desync_ref_time: above 1 means
 desync-ref is faster. Only ratios from one run mean anything on a shared machine.
 """
 

@@ -53,7 +53,7 @@ from fixtures.cases import (  # noqa: E402
     store_ids,
 )
 
-DEFAULT_PEER = Path("/work/shared/peer-fixtures/desync")
+DEFAULT_PEER = Path(__file__).resolve().parent.parent / "fixtures" / "desync"
 DEFAULT_TIMEOUT = 300.0
 CASYNC_FLAGS = {"sha512-256": 0xB000000000000000, "sha256": 0x9000000000000000}
 CA_FORMAT_EXCLUDE_FILE = 0x1000000000000000  # casync sets it in every index; desync doesn't

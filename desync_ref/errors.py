@@ -1,4 +1,9 @@
-"""The library's one error hierarchy; the CLI maps it to messages and exit codes."""
+"""The library's one error hierarchy; the CLI maps it to messages and exit codes.
+
+Library code raises these with the facts (which store, chunk, entry, value); it never
+names a command-line flag and never picks an exit code. ``cli/`` does both, and is the only
+place that raises ``cli.usage.UsageError``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,28 @@ class DesyncRefError(Exception):
     """Base of every error the library raises on purpose."""
 
 
-class UsageError(DesyncRefError):
-    """Arguments that make no sense (bad chunk sizes, conflicting options)."""
+class InvalidParameter(DesyncRefError):
+    """A value handed to the library that it cannot use: chunk sizes out of range, an
+    unknown digest or feature-flag name, a malformed chunk id, a byte range past the end,
+    an empty store location, a listen address that does not parse.
+
+    ``parameter`` says which value (``"chunk sizes"``, ``"digest"``, ``"offset"``,
+    ``"store location"``, ...), so the CLI can name the flag that carried it.
+    """
+
+    def __init__(self, message: str, *, parameter: str = "") -> None:
+        super().__init__(message)
+        self.parameter = parameter
+
+
+class UnsupportedEntry(DesyncRefError):
+    """A file-system node the chosen feature flags cannot archive (a node type left out,
+    an owner wider than 16 bits, a ``.caexclude`` file)."""
+
+
+class ServerSetupError(DesyncRefError):
+    """A server that cannot start: a certificate that does not load, an address it cannot
+    listen on, a log file it cannot open."""
 
 
 class InvalidFormat(DesyncRefError):
@@ -42,3 +67,8 @@ class IndexMissing(DesyncRefError):
 
 class ProtocolError(DesyncRefError):
     """A peer broke the casync protocol or an HTTP exchange."""
+
+
+# Kept until every library module raises the types above; only cli/ may raise it then.
+class UsageError(DesyncRefError):
+    """Arguments that make no sense on the command line (raised by cli/ only)."""

@@ -12,9 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PEER_FIXTURES = ROOT.parent / "shared" / "peer-fixtures" / "desync"
-if not PEER_FIXTURES.exists():
-    PEER_FIXTURES = Path("/work/shared/peer-fixtures/desync")
+PEER_FIXTURES = ROOT / "fixtures" / "desync"  # desync's own test data, see its README
 
 
 @pytest.fixture(scope="session")

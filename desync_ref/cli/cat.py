@@ -21,8 +21,8 @@ from desync_ref.cli.common import (
 )
 from desync_ref.errors import UsageError
 from desync_ref.formats.index import Index
+from desync_ref.fs.atomic import atomic_output
 from desync_ref.operations.cat import byte_range, iter_range
-from desync_ref.operations.files import atomic_output
 from desync_ref.stores import Store
 
 

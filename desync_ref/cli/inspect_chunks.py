@@ -16,7 +16,7 @@ from desync_ref.cli.common import (
     print_json,
     store_options,
 )
-from desync_ref.operations.files import atomic_output
+from desync_ref.fs.atomic import atomic_output
 from desync_ref.operations.inspect import inspect_chunks
 from desync_ref.stores.location import open_write_store
 

@@ -16,7 +16,7 @@ from desync_ref.cli.common import (
     workers,
 )
 from desync_ref.errors import UsageError
-from desync_ref.operations.mtree import MtreeSink
+from desync_ref.formats.mtree import MtreeSink
 from desync_ref.operations.tar import archive_flags
 from desync_ref.operations.untar import archive_reader, directory_reader, walk
 

@@ -18,9 +18,10 @@ from desync_ref.cli.common import (
     store_options,
 )
 from desync_ref.errors import UsageError
-from desync_ref.operations.files import STDIO, atomic_output, write_index_file
+from desync_ref.formats.tarstream import write_catar_from_tar
+from desync_ref.fs.atomic import atomic_output
+from desync_ref.operations.files import STDIO, write_index_file
 from desync_ref.operations.tar import archive_flags, index_stream, write_catar
-from desync_ref.operations.tarstream import write_catar_from_tar
 from desync_ref.stores.location import open_write_store
 
 

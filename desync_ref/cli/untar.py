@@ -17,9 +17,9 @@ from desync_ref.cli.common import (
     workers,
 )
 from desync_ref.errors import UsageError
-from desync_ref.operations.files import atomic_output
-from desync_ref.operations.gnutar import GnuTarSink
-from desync_ref.operations.localfs import DiskSink
+from desync_ref.formats.gnutar import GnuTarSink
+from desync_ref.fs.atomic import atomic_output
+from desync_ref.fs.write import DiskSink
 from desync_ref.operations.untar import Sink, archive_reader, walk
 
 

@@ -53,7 +53,6 @@ from desync_ref.formats.goodbye import (
 HEADER: Final = struct.Struct("<2Q")
 ENTRY_BODY: Final = struct.Struct("<6Q")
 ENTRY_SIZE: Final = HEADER.size + ENTRY_BODY.size  # 64
-UINT64_MAX: Final = 0xFFFFFFFFFFFFFFFF
 
 # Largest record of each variable-size type casync accepts (caformat.h, *_SIZE_MAX).
 NAME_MAX: Final = 255

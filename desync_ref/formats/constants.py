@@ -33,6 +33,9 @@ CA_FORMAT_INDEX: Final = 0x96824D9C7B129FF9
 CA_FORMAT_TABLE: Final = 0xE75B9E112F17417D
 CA_FORMAT_TABLE_TAIL_MARKER: Final = 0x4B4F050E5549ECD1
 
+# Fields that mean "none" or "streamed, size unknown" hold all ones (caformat.h).
+UINT64_MAX: Final = 0xFFFFFFFFFFFFFFFF
+
 # Feature flags (caformat.h, "CA_FORMAT_WITH_*").
 CA_FORMAT_WITH_16BIT_UIDS: Final = 0x1
 CA_FORMAT_WITH_32BIT_UIDS: Final = 0x2
@@ -298,3 +301,7 @@ def feature_flags_normalize(flags: int) -> int:
     if flags & CA_FORMAT_WITH_SUBVOLUME_RO:
         flags |= CA_FORMAT_WITH_SUBVOLUME
     return flags
+
+
+# Either width of numeric owners: an archive that stores uid/gid at all.
+CA_FORMAT_WITH_UIDS: Final = CA_FORMAT_WITH_16BIT_UIDS | CA_FORMAT_WITH_32BIT_UIDS

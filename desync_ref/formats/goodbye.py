@@ -13,7 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from desync_ref.formats.constants import CA_FORMAT_GOODBYE, CA_FORMAT_GOODBYE_TAIL_MARKER
+from desync_ref.formats.constants import (
+    CA_FORMAT_GOODBYE,
+    CA_FORMAT_GOODBYE_TAIL_MARKER,
+    UINT64_MAX,
+)
 
 GOODBYE_HASH_KEY: Final = bytes(
     [0xB3, 0x84, 0x1D, 0x0F, 0x2B, 0x44, 0x74, 0x85,
@@ -22,7 +26,7 @@ GOODBYE_HASH_KEY: Final = bytes(
 GOODBYE_ITEM_SIZE: Final = 24  # sizeof(CaFormatGoodbyeItem) == sizeof(CaFormatGoodbyeTail)
 GOODBYE_HEADER_SIZE: Final = 16
 
-_MASK = 0xFFFFFFFFFFFFFFFF
+_MASK = UINT64_MAX  # SipHash works modulo 2**64
 _ITEM = struct.Struct("<3Q")
 
 

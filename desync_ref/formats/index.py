@@ -22,10 +22,10 @@ from desync_ref.formats.constants import (
     CA_FORMAT_INDEX,
     CA_FORMAT_TABLE,
     CA_FORMAT_TABLE_TAIL_MARKER,
+    UINT64_MAX,
     feature_flags_are_normalized,
 )
 
-UINT64_MAX: Final = 0xFFFFFFFFFFFFFFFF
 INDEX_HEADER_SIZE: Final = 48  # sizeof(CaFormatIndex)
 TABLE_HEADER_SIZE: Final = 16  # offsetof(CaFormatTable, items)
 TABLE_ITEM_SIZE: Final = 8 + CA_CHUNK_ID_SIZE  # sizeof(CaFormatTableItem)

@@ -15,7 +15,7 @@ from contextlib import closing
 
 from desync_ref.errors import ChunkInvalid, UsageError
 from desync_ref.formats.index import Index, IndexChunk
-from desync_ref.operations.extract import ChunkSource
+from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.parallel import ordered_map
 from desync_ref.stores import Store
 

@@ -1,20 +1,16 @@
-"""Reading indexes and writing outputs safely: temp file beside the target, then rename.
+"""Reading and writing indexes: files, stdin/stdout, or an index store URL.
 
 Spec: spec/index.md; index URLs in spec/http.md.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO
 
 from desync_ref.errors import DesyncRefError, DigestMismatch, InvalidFormat
 from desync_ref.formats.index import Index, parse_index, write_index
+from desync_ref.fs.atomic import atomic_output
 from desync_ref.stores.index_stores import index_store_for
 from desync_ref.stores.options import StoreOptions, is_http_location
 
@@ -45,29 +41,6 @@ def read_index(location: str, expected_digest: str | None = None,
             f"{location} uses digest {index.digest} but {expected_digest} was requested"
         )
     return index
-
-
-@contextlib.contextmanager
-def atomic_output(target: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
-    """A file that appears under ``target`` only if the block completes."""
-    target = Path(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "w+b") as out:
-            yield out
-        os.chmod(tmp_name, mode & ~current_umask())
-        os.replace(tmp_name, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-
-
-def current_umask() -> int:
-    """The process umask (reading it means setting it, so it is set straight back)."""
-    current = os.umask(0)
-    os.umask(current)
-    return current
 
 
 def write_index_file(index: Index, location: str, options: StoreOptions | None = None) -> None:

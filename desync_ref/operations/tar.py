@@ -18,7 +18,7 @@ from desync_ref.formats import constants as c
 from desync_ref.formats.catar import CatarWriter
 from desync_ref.formats.chunk import DIGEST_SHA512_256
 from desync_ref.formats.index import Index
-from desync_ref.operations.fswalk import TreeEncoder
+from desync_ref.fs.walk import TreeEncoder
 from desync_ref.operations.make import MakeStats, make_index_from_stream
 from desync_ref.stores import WriteStore
 

@@ -20,7 +20,7 @@ from typing import Protocol
 from desync_ref.errors import InvalidFormat
 from desync_ref.formats.catar import CatarReader, Entry, EntryEvent, FilenameEvent
 from desync_ref.formats.index import Index, IndexChunk
-from desync_ref.operations.extract import ChunkSource
+from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.stores import Store
 
 
@@ -129,7 +129,7 @@ def archive_reader(location: str, *, index: Index | None = None, store: Store | 
 def directory_reader(path: str, flags: int) -> Iterator[CatarReader]:
     """A reader over the catar of a directory, produced on the fly through a pipe."""
     from desync_ref.formats.catar import CatarWriter
-    from desync_ref.operations.fswalk import TreeEncoder
+    from desync_ref.fs.walk import TreeEncoder
 
     read_fd, write_fd = os.pipe()
     failure: list[BaseException] = []

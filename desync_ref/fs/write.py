@@ -1,0 +1,205 @@
+"""The disk sink of untar: restores nodes below TARGET and never writes outside it.
+
+Spec: ``spec/catar.md`` § "Restoring a tree" and § "Safety". Every node is created
+relative to a directory file descriptor that was itself opened with ``O_NOFOLLOW``, so
+no symlink (from the archive or already in TARGET) is ever followed; names were checked
+by the reader (one component, not ``.``/``..``, no NUL). What is restored and in which
+order follows casync ``src/cadecoder.c`` (owner, then mode, xattrs, ACLs, fcaps, chattr,
+times; a directory's metadata after its children).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import stat
+import struct
+from collections.abc import Iterator
+
+from desync_ref.errors import DesyncRefError
+from desync_ref.formats import constants as c
+from desync_ref.formats.catar import Entry
+from desync_ref.formats.flag_rules import flags_to_chattr, time_granularity
+from desync_ref.fs.acl import ACL_ACCESS, ACL_DEFAULT, build_acl, build_default_acl
+from desync_ref.fs.atomic import current_umask
+from desync_ref.fs.walk import read_chattr
+
+FS_IOC_SETFLAGS = 0x40086602
+DIR_OPEN = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class DiskSink:
+    def __init__(self, target: str, *, same_owner: bool = True, same_permissions: bool = True) -> None:
+        os.makedirs(target, exist_ok=True)
+        self.root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.fds: list[int] = []
+        self.same_owner = same_owner and os.geteuid() == 0
+        self.same_permissions = same_permissions
+        self.umask = current_umask()
+
+    # helpers
+    def _parent(self) -> int:
+        return self.fds[-1]
+
+    def _clear(self, name: bytes, keep_dir: bool) -> bool:
+        """Remove what is at ``name`` unless it is a directory we may reuse; True if a
+        directory remains."""
+        try:
+            st = os.stat(name, dir_fd=self._parent(), follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        if stat.S_ISDIR(st.st_mode):
+            if keep_dir:
+                return True
+            raise DesyncRefError(f"{os.fsdecode(name)}: a directory is in the way")
+        os.unlink(name, dir_fd=self._parent())
+        return False
+
+    def _mode(self, e: Entry) -> int:
+        mode = stat.S_IMODE(e.mode)
+        return mode if self.same_permissions else mode & ~self.umask & 0o777
+
+    def _meta(self, fd: int | None, name: bytes, e: Entry) -> None:
+        """Owner, mode, xattrs, ACLs, fcaps, chattr, mtime; ``fd`` None for nodes we do
+        not open (symlinks, devices, fifos, sockets), addressed through the parent fd."""
+        parent = self._parent() if fd is None else None
+        is_link = stat.S_ISLNK(e.mode)
+        if self.same_owner and e.feature_flags & (c.CA_FORMAT_WITH_UIDS | c.CA_FORMAT_WITH_USER_NAMES):
+            uid, gid = _owner(e)
+            if fd is not None:
+                os.fchown(fd, uid, gid)
+            else:
+                os.chown(name, uid, gid, dir_fd=parent, follow_symlinks=False)
+        if not is_link:
+            if fd is not None:
+                os.fchmod(fd, self._mode(e))
+            else:
+                os.chmod(name, self._mode(e), dir_fd=parent)
+        if fd is not None:
+            for xname, value in e.xattrs:
+                os.setxattr(fd, xname, value)
+            if e.acl_user or e.acl_group or e.acl_group_obj is not None:
+                acl = build_acl(e.mode, [(a.id, a.permissions) for a in e.acl_user],
+                                [(a.id, a.permissions) for a in e.acl_group], e.acl_group_obj,
+                                (e.mode >> 3) & 7)
+                os.setxattr(fd, ACL_ACCESS, acl)
+            if e.acl_default is not None:
+                os.setxattr(fd, ACL_DEFAULT, build_default_acl(
+                    e.acl_default, [(a.id, a.permissions) for a in e.acl_default_user],
+                    [(a.id, a.permissions) for a in e.acl_default_group]))
+            if e.fcaps is not None:
+                os.setxattr(fd, "security.capability", e.fcaps)
+            if e.selinux is not None:
+                with contextlib.suppress(OSError):
+                    os.setxattr(fd, "security.selinux", e.selinux + b"\0")
+            if e.quota_projid:
+                _set_projid(fd, e.quota_projid)
+            if e.feature_flags & c.CA_FORMAT_WITH_CHATTR:
+                _set_chattr(fd, flags_to_chattr(e.flags & e.feature_flags),
+                            flags_to_chattr(e.feature_flags))
+        if time_granularity(e.feature_flags) is not None:
+            times = (e.mtime, e.mtime)
+            if fd is not None:
+                os.utime(fd, ns=times)
+            else:
+                os.utime(name, ns=times, dir_fd=parent, follow_symlinks=False)
+
+    # Sink
+    def directory(self, path: list[bytes], e: Entry) -> None:
+        if not path:
+            self.fds.append(os.dup(self.root_fd))
+            return
+        name = path[-1]
+        if not self._clear(name, keep_dir=True):
+            os.mkdir(name, 0o700, dir_fd=self._parent())
+        try:
+            fd = os.open(name, DIR_OPEN, dir_fd=self._parent())
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise DesyncRefError(f"{os.fsdecode(name)}: refusing to follow a symlink") from None
+            raise
+        self.fds.append(fd)
+
+    def end_directory(self, path: list[bytes], e: Entry) -> None:
+        fd = self.fds.pop()
+        try:
+            if path:
+                self.fds.append(fd)  # _meta addresses through the fd; parent unused
+                try:
+                    self._meta(fd, path[-1], e)
+                finally:
+                    self.fds.pop()
+            else:
+                self._meta(fd, b".", e)
+        finally:
+            os.close(fd)
+
+    def file(self, path: list[bytes], e: Entry, blocks: Iterator[bytes]) -> None:
+        name = path[-1]
+        self._clear(name, keep_dir=False)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=self._parent())
+        try:
+            for block in blocks:
+                os.write(fd, block) if len(block) < 65536 else _write_all(fd, block)
+            self._meta(fd, name, e)
+        finally:
+            os.close(fd)
+
+    def other(self, path: list[bytes], e: Entry) -> None:
+        name = path[-1]
+        self._clear(name, keep_dir=False)
+        parent = self._parent()
+        kind = stat.S_IFMT(e.mode)
+        if kind == stat.S_IFLNK:
+            os.symlink(e.target or b"", name, dir_fd=parent)
+        elif kind in (stat.S_IFBLK, stat.S_IFCHR):
+            major, minor = e.rdev or (0, 0)
+            os.mknod(name, kind | 0o600, os.makedev(major, minor), dir_fd=parent)
+        else:
+            os.mknod(name, kind | 0o600, dir_fd=parent)
+        self._meta(None, name, e)
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+        os.close(self.root_fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _owner(e: Entry) -> tuple[int, int]:
+    uid, gid = e.uid, e.gid
+    if not e.feature_flags & c.CA_FORMAT_WITH_UIDS:
+        import grp
+        import pwd
+        with contextlib.suppress(KeyError):
+            uid = pwd.getpwnam(os.fsdecode(e.user)).pw_uid if e.user else 0
+        with contextlib.suppress(KeyError):
+            gid = grp.getgrnam(os.fsdecode(e.group)).gr_gid if e.group else 0
+    return uid, gid
+
+
+def _set_chattr(fd: int, value: int, mask: int) -> None:
+    """casync's mask_attr_fd: change only the bits the archive covers."""
+    try:
+        old = read_chattr(fd)
+        new = (old & ~mask) | value
+        if new != old:
+            fcntl.ioctl(fd, FS_IOC_SETFLAGS, struct.pack("<Q", new))
+    except OSError as exc:
+        if value or exc.errno not in (errno.ENOTTY, errno.EOPNOTSUPP):
+            raise
+
+
+def _set_projid(fd: int, projid: int) -> None:
+    buf = bytearray(fcntl.ioctl(fd, 0x801C581F, bytes(28)))
+    struct.pack_into("<I", buf, 12, projid)
+    fcntl.ioctl(fd, 0x401C5820, bytes(buf))

@@ -1,0 +1,67 @@
+"""Where extract, cat and untar -i get their chunks: fetched from the store chain,
+decompressed, verified against the index's digest, and kept in memory between two uses of a
+chunk that the index repeats (within a fixed budget).
+
+Spec: spec/store.md (reading chunks) and spec/index.md (zero chunks).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+from desync_ref.formats.chunk import digest_function, verify
+from desync_ref.formats.index import Index, IndexChunk
+from desync_ref.stores import Store
+
+# Repeated chunks are kept in memory between uses up to this many bytes; past it they are
+# fetched again, so memory stays flat whatever the index repeats.
+KEEP_BUDGET = 64 * 1024 * 1024
+
+
+class ChunkSource:
+    """Fetches, decompresses and verifies chunks; keeps a chunk that is used again."""
+
+    def __init__(self, store: Store, index: Index) -> None:
+        self.store = store
+        self.digest = digest_function(index.digest)
+        uses = Counter(c.id for c in index.chunks)
+        self._remaining = {cid: n for cid, n in uses.items() if n > 1}
+        self._kept: dict[bytes, bytes] = {}
+        self._kept_bytes = 0
+        # Runs of zeros chunk into max-size pieces (the window hash is constant), plus
+        # possibly a short tail; hashing zeros of just those sizes finds them.
+        sizes = {index.chunk_size_max, index.chunk_size_min}
+        if index.chunks:
+            sizes.add(index.chunks[0].size)
+            sizes.add(index.chunks[-1].size)
+        self._zero_ids = {self.digest(bytes(size)): size for size in sizes}
+        self._lock = threading.Lock()
+        self.fetched = 0
+
+    def is_zero(self, chunk: IndexChunk) -> bool:
+        return self._zero_ids.get(chunk.id) == chunk.size
+
+    def get(self, chunk: IndexChunk) -> bytes:
+        with self._lock:
+            kept = self._kept.get(chunk.id)
+        if kept is None:
+            kept = self.store.get_chunk(chunk.id).data()
+            verify(chunk.id, kept, self.digest)
+            with self._lock:
+                self.fetched += 1
+                if (chunk.id in self._remaining and chunk.id not in self._kept
+                        and self._kept_bytes + len(kept) <= KEEP_BUDGET):
+                    self._kept[chunk.id] = kept
+                    self._kept_bytes += len(kept)
+        with self._lock:
+            left = self._remaining.get(chunk.id)
+            if left is not None:
+                if left <= 1:
+                    dropped = self._kept.pop(chunk.id, None)
+                    if dropped is not None:
+                        self._kept_bytes -= len(dropped)
+                    del self._remaining[chunk.id]
+                else:
+                    self._remaining[chunk.id] = left - 1
+        return kept
