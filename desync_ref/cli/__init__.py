@@ -21,6 +21,9 @@ from desync_ref.errors import (
     ChunkMissing,
     DesyncRefError,
     InvalidFormat,
+    InvalidParameter,
+    ServerSetupError,
+    UnsupportedEntry,
     UsageError,
 )
 
@@ -118,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command_config(args)  # a bad config file stops every command, as in desync
         result: int = args.run(args)
         return result
-    except UsageError as exc:
+    except (UsageError, InvalidParameter, UnsupportedEntry, ServerSetupError) as exc:
         print(f"{PROG}: {_message(exc)}", file=sys.stderr)
         return EXIT_USAGE
     except (ChunkMissing, ChunkInvalid, InvalidFormat, DesyncRefError) as exc:
