@@ -57,7 +57,7 @@ test-pure: setup
 	DESYNC_REF_PURE=1 $(PYTEST) -q tests
 
 conformance: setup
-	$(BIN)/python conformance/run.py --impl "$(IMPL)"
+	$(BIN)/python -m conformance --impl "$(IMPL)"
 
 fixtures: setup
 	$(BIN)/python fixtures/make_fixtures.py

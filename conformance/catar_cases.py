@@ -1,24 +1,18 @@
-"""Conformance checks for directory trees: tar, tar -i, untar, untar -i, gnu-tar output and
-interop with casync both ways (spec/catar.md).
+"""catar cases: directory trees through ``tar``, ``tar -i``, ``untar``, ``untar -i`` and
+gnu-tar output, and interop with casync both ways (spec/catar.md; casync ``casync make``
+/ ``casync extract`` of a directory, desync ``cmd/desync/tar.go`` / ``untar.go``).
 
-For ``conformance/run.py``: ``TASKS`` is a list of ``(name, subs, fn)``; wrap each as
-``Task(name, subs, fn)``. ``fn(ctx, checks, work)`` uses only ``ctx.run.impl_run``,
-``ctx.run.casync_run``, ``ctx.run.casync`` and ``ctx.peer``, and reports through
-``checks.expect(sub, problem)`` / ``checks.skip(sub, reason)``, as the runner's own tasks.
+``catar:tree:…`` builds ``fixtures/catar/trees.py``'s ``basic`` tree and compares the
+impl's archives with casync's (three feature sets), both ways. ``catar:peer:…`` runs the
+archives of desync's test data (``testdata/*.catar``, ``cmd/desync/testdata/tree.*``).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from fixtures.catar.trees import build  # noqa: E402
+from conformance.framework import Checks, Context, Proc, Task
+from fixtures.catar.trees import build
 
 DEFAULT = ["32bit-uids", "nsec-time", "permissions", "symlinks", "device-nodes", "fifos",
            "sockets", "xattrs"]
@@ -29,7 +23,7 @@ def _with(flags: list[str]) -> list[str]:
     return [f"--with={f}" for f in flags]
 
 
-def _ran(proc: Any) -> str | None:
+def _ran(proc: Proc) -> str | None:
     return None if proc.rc == 0 else proc.why()
 
 
@@ -39,12 +33,16 @@ def _same(a: Path, b: Path) -> str | None:
     return None if a.read_bytes() == b.read_bytes() else f"{a.name} and {b.name} differ"
 
 
-def tree_task(ctx: Any, c: Any, work: Path) -> None:
+SUBS_TREE = ["tar-default", "tar-best", "tar-unix", "untar", "casync-extracts-ours", "tar-i",
+             "untar-i", "casync-extracts-ours-i"]
+
+
+def tree_task(ctx: Context, c: Checks, work: Path) -> None:
     run = ctx.run
     src = build(work, "basic")
     if run.casync is None:
         for sub in SUBS_TREE:
-            c.skip(sub, "casync not available")
+            c.missing(sub, "casync not installed")
         return
     for name, flags in SETS.items():
         want, got = work / f"{name}.casync.catar", work / f"{name}.ours.catar"
@@ -73,14 +71,13 @@ def tree_task(ctx: Any, c: Any, work: Path) -> None:
     c.expect("casync-extracts-ours-i", problem or _same(work / "u4.catar", want))
 
 
-SUBS_TREE = ["tar-default", "tar-best", "tar-unix", "untar", "casync-extracts-ours", "tar-i",
-             "untar-i", "casync-extracts-ours-i"]
+SUBS_PEER = ["complex-round-trip", "old-casync-archives", "tree-caidx", "gnu-tar"]
 
 
-def peer_task(ctx: Any, c: Any, work: Path) -> None:
+def peer_task(ctx: Context, c: Checks, work: Path) -> None:
     if ctx.peer is None or not (ctx.peer / "testdata" / "complex.catar").exists():
         for sub in SUBS_PEER:
-            c.skip(sub, "peer fixtures not available")
+            c.missing(sub, f"peer fixtures not found at {ctx.peer} (--peer-fixtures)")
         return
     run, td = ctx.run, ctx.peer / "testdata"
     cd = ctx.peer / "cmd" / "desync" / "testdata"
@@ -98,14 +95,5 @@ def peer_task(ctx: Any, c: Any, work: Path) -> None:
     c.expect("gnu-tar", _ran(proc) or (None if proc.stdout == want else "output differs"))
 
 
-SUBS_PEER = ["complex-round-trip", "old-casync-archives", "tree-caidx", "gnu-tar"]
-
-TASKS: list[tuple[str, list[str], Callable[[Any, Any, Path], None]]] = [
-    ("catar:tree", SUBS_TREE, tree_task),
-    ("catar:peer", SUBS_PEER, peer_task),
-]
-
-
-def tasks(task_type: Callable[..., Any]) -> list[Any]:
-    """The tasks built with the runner's ``Task`` class."""
-    return [task_type(name, subs, fn) for name, subs, fn in TASKS]
+def tasks() -> list[Task]:
+    return [Task("catar:tree", SUBS_TREE, tree_task), Task("catar:peer", SUBS_PEER, peer_task)]
