@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from desync_ref import __version__, kernels
-from desync_ref.cli.common import add_global_options, command_config
+from desync_ref.cli.usage import UsageError
 from desync_ref.errors import (
     ChunkInvalid,
     ChunkMissing,
@@ -24,7 +24,6 @@ from desync_ref.errors import (
     InvalidParameter,
     ServerSetupError,
     UnsupportedEntry,
-    UsageError,
 )
 
 PROG = "desync-ref"
@@ -83,6 +82,9 @@ def _command_in(argv: Sequence[str]) -> str | None:
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    # Imported here, not at the top: importing the cli package (cli.usage) stays cheap.
+    from desync_ref.cli.common import add_global_options
+
     parser = _Parser(prog=PROG, description="casync/desync reference tool")
     parser.add_argument("--version", action="version", version=version_text())
     add_global_options(parser, top_level=True)
@@ -117,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # must be an error the HTTP client reports, not a silent death.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     try:
+        from desync_ref.cli.common import command_config
+
         args = build_parser(argv).parse_args(argv)
         command_config(args)  # a bad config file stops every command, as in desync
         result: int = args.run(args)

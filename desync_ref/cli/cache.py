@@ -15,7 +15,7 @@ from desync_ref.cli.common import (
     store_options,
     workers,
 )
-from desync_ref.errors import UsageError
+from desync_ref.cli.usage import UsageError
 from desync_ref.operations.chunk_ids import exclude, unique_ids
 from desync_ref.operations.copy import copy_chunks
 from desync_ref.stores.location import open_store, open_writable

@@ -19,7 +19,7 @@ from desync_ref.cli.common import (
     source_store,
     workers,
 )
-from desync_ref.errors import UsageError
+from desync_ref.cli.usage import UsageError
 from desync_ref.formats.index import Index
 from desync_ref.fs.atomic import atomic_output
 from desync_ref.operations.cat import byte_range, iter_range

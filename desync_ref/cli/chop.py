@@ -14,7 +14,7 @@ from desync_ref.cli.common import (
     store_options,
     workers,
 )
-from desync_ref.errors import UsageError
+from desync_ref.cli.usage import UsageError
 from desync_ref.operations.chop import chop
 from desync_ref.operations.chunk_ids import read_chunk_id_file
 from desync_ref.stores.location import open_writable

@@ -15,13 +15,18 @@ import threading
 from typing import Final
 
 from desync_ref.cli.common import AppendSlice, _bool_flag, add_command, make_digest, store_options
-from desync_ref.cli.server_options import add_server_options, server_options
-from desync_ref.errors import DesyncRefError, StoreError, UsageError
+from desync_ref.cli.server_options import (
+    add_server_options,
+    server_options,
+    validate_server_options,
+)
+from desync_ref.cli.usage import UsageError
+from desync_ref.errors import DesyncRefError, StoreError
 from desync_ref.formats.chunk import digest_function
-from desync_ref.stores import Store
+from desync_ref.stores import Store, WriteStore
 from desync_ref.stores.location import open_chain, open_writable
 from desync_ref.stores.options import StoreOptions
-from desync_ref.stores.swap import SwapStore
+from desync_ref.stores.swap import SwapStore, SwapWriteStore
 
 # Requests still running on a replaced chain get this long before it is closed.
 OLD_STORE_GRACE: Final = 30.0
@@ -90,13 +95,14 @@ def run(args: argparse.Namespace) -> int:
     from desync_ref.server.chunks import PROG, ChunkHandler
 
     serving = server_options(args)
-    serving.validate()
+    validate_server_options(serving)
     # -u is the format on the wire; upstream stores keep their own (config file) setting.
     options = store_options(argparse.Namespace(**{**vars(args), "uncompressed": False}))
     store: Store = build_store(args, options)
     swap: SwapStore | None = None
     if args.store_file:
-        swap = SwapStore(store)
+        # What the chain can do is the swap store's type: a writable one only with -w.
+        swap = SwapWriteStore(store) if isinstance(store, WriteStore) and args.writable else SwapStore(store)
         store = swap
     handler = ChunkHandler(store, digest_function(make_digest(args)), writable=args.writable,
                            uncompressed=args.uncompressed, skip_verify_read=args.skip_verify_read,

@@ -12,14 +12,14 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from desync_ref.chunking import DEFAULT_CHUNK_SIZES, ChunkSizes, parse_chunk_sizes
+from desync_ref.cli.usage import UsageError
 from desync_ref.config import Config, apply_entry, load_config
-from desync_ref.errors import UsageError
 from desync_ref.formats.chunk import DIGEST_SHA512_256, DIGESTS, Digest, digest_function
 from desync_ref.formats.index import Index
 from desync_ref.operations.files import read_index
 from desync_ref.stores import Store
 from desync_ref.stores.location import StoreOptions, open_chain
-from desync_ref.stores.options import is_http_location
+from desync_ref.stores.registry import backend_for
 
 DEFAULT_CONCURRENCY = 10
 
@@ -173,6 +173,8 @@ def load_index(args: argparse.Namespace, location: str) -> Index:
 
 
 def source_store(args: argparse.Namespace, index: Index) -> Store:
+    if not args.store:
+        raise UsageError("no store given (use -s)")
     digest: Digest = digest_function(index.digest)
     return open_chain(args.store or [], getattr(args, "cache", None), digest, store_options(args))
 
@@ -188,7 +190,7 @@ def workers(args: argparse.Namespace) -> int:
     if n is None:
         stores = getattr(args, "store", None) or []
         locations = [*([stores] if isinstance(stores, str) else stores), getattr(args, "cache", None) or ""]
-        remote = any(is_http_location(loc) or "|" in loc for loc in locations)
+        remote = any("|" in loc or (bool(loc) and backend_for(loc).remote) for loc in locations)
         n = DEFAULT_CONCURRENCY if remote else cores + 1
     return max(1, min(n, cores * 4))
 

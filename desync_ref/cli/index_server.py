@@ -11,8 +11,12 @@ from __future__ import annotations
 import argparse
 
 from desync_ref.cli.common import add_command, store_options
-from desync_ref.cli.server_options import add_server_options, server_options
-from desync_ref.errors import UsageError
+from desync_ref.cli.server_options import (
+    add_server_options,
+    server_options,
+    validate_server_options,
+)
+from desync_ref.cli.usage import UsageError
 from desync_ref.stores.index_stores import open_index_store
 
 
@@ -29,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from desync_ref.server.indexes import PROG, IndexHandler
 
     serving = server_options(args)
-    serving.validate()
+    validate_server_options(serving)
     if not args.store:
         raise UsageError("no store provided")
     store = open_index_store(args.store, store_options(args))

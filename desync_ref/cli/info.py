@@ -16,7 +16,7 @@ from desync_ref.cli.common import (
     store_options,
     workers,
 )
-from desync_ref.errors import UsageError
+from desync_ref.cli.usage import UsageError
 from desync_ref.operations.info import index_info, read_chunks_info
 from desync_ref.stores import Store
 from desync_ref.stores.location import open_store, open_write_store

@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from desync_ref.cli.common import add_command, add_store_options, load_index, store_options
-from desync_ref.errors import DesyncRefError, UsageError
+from desync_ref.cli.usage import UsageError
+from desync_ref.errors import DesyncRefError
 from desync_ref.operations.chunk_ids import unique_ids
 from desync_ref.stores.location import open_write_store
 

@@ -1,4 +1,5 @@
-"""Options of the HTTP servers (desync ``addServerOptions`` in ``cmd/desync/options.go``).
+"""Options of the HTTP servers (desync ``addServerOptions`` in ``cmd/desync/options.go``) and
+the combinations they may be given in (``cmdServerOptions.validate``).
 
 Spec: spec/http.md.
 """
@@ -9,6 +10,7 @@ import argparse
 import os
 
 from desync_ref.cli.common import add_remote_options
+from desync_ref.cli.usage import UsageError
 from desync_ref.server.options import ServerOptions
 
 
@@ -32,3 +34,19 @@ def server_options(args: argparse.Namespace) -> ServerOptions:
     return ServerOptions(listen=args.listen or [":http"], cert=args.cert, key=args.key,
                          mutual_tls=args.mutual_tls, client_ca=args.client_ca, authorization=auth,
                          log=args.log, threads=max(1, args.concurrency))
+
+
+def validate_server_options(options: ServerOptions) -> None:
+    """desync ``cmdServerOptions.validate``: TLS flags that only work together."""
+    if (options.key is None) != (options.cert is None):
+        raise UsageError("--key and --cert options need to be provided together")
+    if options.key is None:
+        if options.mutual_tls:
+            raise UsageError("--mutual-tls requires --cert and --key (TLS must be enabled)")
+        if options.client_ca:
+            raise UsageError("--client-ca requires --cert and --key (TLS must be enabled)")
+    if options.mutual_tls and not options.client_ca:
+        raise UsageError("--mutual-tls requires --client-ca (otherwise any certificate trusted "
+                         "by the system CA pool would be accepted)")
+    if options.client_ca and not options.mutual_tls:
+        raise UsageError("--client-ca requires --mutual-tls (otherwise client certificates are not verified)")

@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from desync_ref.cli.common import DEFAULT_CONCURRENCY, add_command, make_digest, workers
-from desync_ref.errors import UsageError
+from desync_ref.cli.usage import UsageError
 from desync_ref.formats.chunk import digest_function
 from desync_ref.operations.verify import verify_store
 from desync_ref.stores.location import open_write_store

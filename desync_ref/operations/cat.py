@@ -13,7 +13,7 @@ import bisect
 from collections.abc import Iterator
 from contextlib import closing
 
-from desync_ref.errors import ChunkInvalid, UsageError
+from desync_ref.errors import ChunkInvalid, InvalidParameter
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.parallel import ordered_map
@@ -21,17 +21,19 @@ from desync_ref.stores import Store
 
 
 def byte_range(index: Index, offset: int, length: int) -> tuple[int, int]:
-    """``(start, end)`` of the bytes to write, or UsageError if they leave the blob."""
+    """``(start, end)`` of the bytes to write, or InvalidParameter if they leave the blob."""
     if offset < 0:
-        raise UsageError(f"invalid offset {offset}")
+        raise InvalidParameter(f"invalid offset {offset}", parameter="offset")
     if offset > index.length:
-        raise UsageError(f"offset {offset} is past the end of the blob ({index.length} bytes)")
+        raise InvalidParameter(f"offset {offset} is past the end of the blob ({index.length} bytes)",
+                               parameter="offset")
     if length <= 0:
         return offset, index.length
     if offset + length > index.length:
-        raise UsageError(
+        raise InvalidParameter(
             f"offset {offset} plus length {length} is past the end of the blob "
-            f"({index.length} bytes)"
+            f"({index.length} bytes)",
+            parameter="length",
         )
     return offset, offset + length
 

@@ -1,8 +1,8 @@
 """chop: store the chunks of a file, cut where its index says (``desync chop``).
 
 Spec: ``spec/index.md`` (offsets), ``spec/store.md`` (chunk files). Behaviour of desync
-``chop.go`` (``ChopFile``) and ``chunkstorage.go``: every chunk read from the file is hashed
-and must equal its id before anything is written, chunks the store already holds are not
+``chop.go`` (``ChopFile``: ``NewChunkWithID``) and ``chunkstorage.go``: every chunk read
+from the file is built with its id from the index and so checked before anything is written, chunks the store already holds are not
 written again, and the first bad or short chunk ends the run.
 """
 
@@ -14,7 +14,7 @@ from contextlib import closing
 from dataclasses import dataclass
 
 from desync_ref.errors import ChunkInvalid, DesyncRefError
-from desync_ref.formats.chunk import digest_function, verify
+from desync_ref.formats.chunk import digest_function
 from desync_ref.formats.index import IndexChunk
 from desync_ref.operations.parallel import ordered_map
 from desync_ref.stores import Chunk, WriteStore
@@ -47,12 +47,12 @@ def chop(location: str, chunks: Iterable[IndexChunk], digest_name: str, store: W
                 f"(offset {chunk.start}, size {chunk.size})"
             )
         try:
-            verify(chunk.id, data, digest)
+            checked = Chunk.with_id(chunk.id, digest, data=data)
         except ChunkInvalid as exc:
             raise ChunkInvalid(f"{location} at offset {chunk.start}: {exc}") from None
         if store.has_chunk(chunk.id):
             return False
-        store.store_chunk(Chunk(chunk.id, data=data))
+        store.store_chunk(checked)
         return True
 
     try:

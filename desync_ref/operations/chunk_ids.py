@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from desync_ref.errors import DesyncRefError, InvalidFormat, UsageError
+from desync_ref.errors import DesyncRefError, InvalidFormat, InvalidParameter
 from desync_ref.formats.chunk import parse_id
 from desync_ref.formats.index import Index
 
@@ -27,7 +27,7 @@ def read_chunk_id_file(location: str) -> list[bytes]:
             continue
         try:
             ids.append(parse_id(line))
-        except UsageError:
+        except InvalidParameter:
             raise InvalidFormat(f"{location} line {number}: invalid chunk id '{line}'") from None
     return ids
 

@@ -1,6 +1,6 @@
-"""Where extract, cat and untar -i get their chunks: fetched from the store chain,
-decompressed, verified against the index's digest, and kept in memory between two uses of a
-chunk that the index repeats (within a fixed budget).
+"""Where extract, cat and untar -i get their chunks: fetched from the store chain (which
+checks each against the index's digest as it builds it, in the calling worker thread), and
+kept in memory between two uses of a chunk that the index repeats (within a fixed budget).
 
 Spec: spec/store.md (reading chunks) and spec/index.md (zero chunks).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from desync_ref.formats.chunk import digest_function, verify
+from desync_ref.formats.chunk import digest_function
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.stores import Store
 
@@ -20,7 +20,7 @@ KEEP_BUDGET = 64 * 1024 * 1024
 
 
 class ChunkSource:
-    """Fetches, decompresses and verifies chunks; keeps a chunk that is used again."""
+    """Fetches checked chunks; keeps a chunk that is used again."""
 
     def __init__(self, store: Store, index: Index) -> None:
         self.store = store
@@ -46,8 +46,7 @@ class ChunkSource:
         with self._lock:
             kept = self._kept.get(chunk.id)
         if kept is None:
-            kept = self.store.get_chunk(chunk.id).data()
-            verify(chunk.id, kept, self.digest)
+            kept = self.store.get_chunk(chunk.id, self.digest).data()
             with self._lock:
                 self.fetched += 1
                 if (chunk.id in self._remaining and chunk.id not in self._kept

@@ -1,8 +1,9 @@
 """cache: copy chunks from source stores into a target store (``desync cache``).
 
 Spec: ``spec/store.md``. Behaviour of desync ``copy.go`` (``Copy``: chunks the target holds
-are skipped, the first error ends the run). As desync's ``Chunk.verify`` does, every chunk
-is decompressed and hashed before it is written, so nothing invalid reaches the target.
+are skipped, the first error ends the run). As in desync, every chunk is checked when the
+source builds it (decompressed and hashed with its index's digest), so nothing invalid
+reaches the target.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from contextlib import closing
 from dataclasses import dataclass
 
-from desync_ref.formats.chunk import digest_function, verify
+from desync_ref.formats.chunk import digest_function
 from desync_ref.operations.parallel import ordered_map
 from desync_ref.stores import Store, WriteStore
 
@@ -30,9 +31,7 @@ def copy_chunks(ids: dict[bytes, str], source: Store, target: WriteStore, *,
         chunk_id, digest_name = item
         if target.has_chunk(chunk_id):
             return False
-        chunk = source.get_chunk(chunk_id)
-        verify(chunk_id, chunk.data(), digest_function(digest_name))
-        target.store_chunk(chunk)
+        target.store_chunk(source.get_chunk(chunk_id, digest_function(digest_name)))
         return True
 
     with closing(ordered_map(copy_one, ids.items(), workers)) as results:

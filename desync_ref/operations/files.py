@@ -8,11 +8,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from desync_ref.errors import DesyncRefError, DigestMismatch, InvalidFormat
+from desync_ref.errors import DesyncRefError, DigestMismatch, InvalidFormat, StoreError
 from desync_ref.formats.index import Index, parse_index, write_index
 from desync_ref.fs.atomic import atomic_output
-from desync_ref.stores.index_stores import index_store_for
-from desync_ref.stores.options import StoreOptions, is_http_location
+from desync_ref.stores import IndexWriteStore
+from desync_ref.stores.index_stores import index_store_for, is_index_url
+from desync_ref.stores.options import StoreOptions
 
 STDIO = "-"
 
@@ -21,7 +22,7 @@ def read_index(location: str, expected_digest: str | None = None,
                options: StoreOptions | None = None) -> Index:
     """An index from a file, ``-`` (stdin) or an http(s) URL (an index store's object);
     ``expected_digest`` set means the user chose one."""
-    if is_http_location(location):
+    if is_index_url(location):
         store, name = index_store_for(location, options or StoreOptions())
         try:
             index = store.get_index(name)
@@ -45,9 +46,11 @@ def read_index(location: str, expected_digest: str | None = None,
 
 def write_index_file(index: Index, location: str, options: StoreOptions | None = None) -> None:
     """To a file, ``-`` (stdout), or an index store URL (``http(s)://host/path/name``)."""
-    if is_http_location(location):
+    if is_index_url(location):
         store, name = index_store_for(location, options or StoreOptions())
         try:
+            if not isinstance(store, IndexWriteStore):
+                raise StoreError(f"index store {store} does not take indexes")
             store.store_index(name, index)
         finally:
             store.close()

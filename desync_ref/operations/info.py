@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from desync_ref.errors import DesyncRefError, InvalidFormat, UsageError
+from desync_ref.errors import DesyncRefError, InvalidFormat, InvalidParameter
 from desync_ref.formats.chunk import parse_id
 from desync_ref.formats.index import Index
 from desync_ref.operations.parallel import ordered_map
@@ -65,7 +65,7 @@ def _chunk_info(entry: object) -> ChunkInfo | None:
     text = entry.get("id")
     try:
         chunk_id = parse_id(text) if isinstance(text, str) else None
-    except UsageError:
+    except InvalidParameter:
         return None
     return None if chunk_id is None else ChunkInfo(chunk_id, sizes[0], sizes[1])
 

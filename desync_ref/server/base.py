@@ -1,8 +1,9 @@
 """What chunk-server and index-server share: listeners, TLS, Authorization, request log, signals.
 
-Spec: ``spec/http.md``. Options and checks after desync ``cmd/desync/options.go``
-(``cmdServerOptions.validate``) and ``serve`` in ``cmd/desync/indexserver.go``; the request
-log line after ``withLog`` in ``cmd/desync/chunkserver.go``.
+Spec: ``spec/http.md``. After ``serve`` in desync ``cmd/desync/indexserver.go``; the request
+log line after ``withLog`` in ``cmd/desync/chunkserver.go``. The options arrive checked
+(``cli/server_options.py``); what only shows when the server starts (a certificate that does
+not load, an address it cannot listen on, a log file it cannot open) is a ServerSetupError.
 
 The stack is aiohttp on asyncio (uvloop when installed): one event loop parses HTTP in C
 (llhttp), keeps connections alive and serves many concurrent clients; store calls, which
@@ -24,7 +25,7 @@ from typing import Any, TextIO
 
 from aiohttp import web
 
-from desync_ref.errors import UsageError
+from desync_ref.errors import ServerSetupError
 from desync_ref.server.options import ServerOptions, parse_listen
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -37,13 +38,13 @@ def tls_context(options: ServerOptions) -> ssl.SSLContext | None:
     try:
         ctx.load_cert_chain(options.cert, options.key)
     except (OSError, ssl.SSLError) as exc:
-        raise UsageError(f"cannot load certificate {options.cert} / key {options.key}: {_ssl_reason(exc)}") from None
+        raise ServerSetupError(f"cannot load certificate {options.cert} / key {options.key}: {_ssl_reason(exc)}") from None
     if options.mutual_tls and options.client_ca:
         ctx.verify_mode = ssl.CERT_REQUIRED
         try:
             ctx.load_verify_locations(cafile=options.client_ca)
         except (OSError, ssl.SSLError) as exc:
-            raise UsageError(f"no client CA certificates found in {options.client_ca}: {_ssl_reason(exc)}") from None
+            raise ServerSetupError(f"no client CA certificates found in {options.client_ca}: {_ssl_reason(exc)}") from None
     return ctx
 
 
@@ -93,7 +94,7 @@ class RequestLog:
             try:
                 self.out = open(target, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
             except OSError as exc:
-                raise UsageError(f"cannot open log file {target}: {exc.strerror}") from None
+                raise ServerSetupError(f"cannot open log file {target}: {exc.strerror}") from None
             self._own = True
 
     def wrap(self, handler: Handler) -> Handler:
@@ -145,7 +146,7 @@ async def _serve(handler: Handler, options: ServerOptions, prog: str,
                 await site.start()
             except OSError as exc:
                 where = f"{host or ''}:{port}"
-                raise UsageError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+                raise ServerSetupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
         if on_hup is not None:
             loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, on_hup))
         scheme = "https" if ctx else "http"
@@ -161,7 +162,6 @@ async def _serve(handler: Handler, options: ServerOptions, prog: str,
 def run_server(handler: Handler, options: ServerOptions, prog: str, *,
                on_hup: Callable[[], None] | None = None, **_: Any) -> int:
     """Serve until SIGINT/SIGTERM; in-flight requests finish (up to 5 s) before the exit."""
-    options.validate()
     log = RequestLog(options.log)
     _event_loop_policy()
     executor = ThreadPoolExecutor(max_workers=max(4, options.threads), thread_name_prefix=prog)

@@ -6,6 +6,10 @@ Spec: ``spec/http.md``. Status codes and messages of desync ``httphandler.go`` a
 the chunk, 404 "chunk <id> not found", 500 on an upstream error. PUT: 400 when the server is
 not writable or the body does not verify, 500 when the store fails, 200 when stored.
 Concurrent GETs of one chunk share one upstream fetch (desync ``dedupqueue.go``).
+
+Chunks are checked where they are built: a read by the store (with the digest unless
+``--skip-verify-read``), a PUT body by ``Chunk.with_id`` (unless ``--skip-verify-write``).
+What the store can do is asked of its type: WriteStore for PUT, InlineRead for the fast path.
 """
 
 from __future__ import annotations
@@ -20,13 +24,13 @@ from desync_ref.formats.chunk import (
     COMPRESSED_CHUNK_SUFFIX,
     UNCOMPRESSED_CHUNK_SUFFIX,
     Digest,
-    verify,
+    NameProblem,
+    id_text,
+    parse_chunk_path,
 )
 from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from desync_ref.server.base import authorized, read_body, text, warn
-from desync_ref.stores import Chunk, Store, WriteStore
-from desync_ref.stores.local import LocalStore
-from desync_ref.stores.swap import SwapStore
+from desync_ref.stores import Chunk, InlineRead, Store, WriteStore
 
 PROG: Final = "chunk-server"
 # A compressed chunk can be a little larger than the data it holds.
@@ -46,6 +50,8 @@ class ChunkHandler:
         self.extension = UNCOMPRESSED_CHUNK_SUFFIX if uncompressed else COMPRESSED_CHUNK_SUFFIX
         self.skip_verify_read = skip_verify_read
         self.skip_verify_write = skip_verify_write
+        self.read_digest: Digest | None = None if skip_verify_read else digest
+        self.write_digest: Digest | None = None if skip_verify_write else digest
         self.authorization = authorization.encode("utf-8", "surrogateescape")
         self._inflight: dict[bytes, asyncio.Future[bytes]] = {}
 
@@ -53,22 +59,17 @@ class ChunkHandler:
     def id_from_path(self, path: str) -> bytes | str:
         """The chunk id, or the 400 message (desync ``idFromPath``)."""
         ext = self.extension
-        if not path.endswith(ext):
+        parsed = parse_chunk_path(path, ext, root="/")
+        if isinstance(parsed, bytes):
+            return parsed
+        if parsed is NameProblem.EXTENSION:
             return "invalid chunk extension, verify compression and encryption settings"
-        base = path.rsplit("/", 1)[-1]
-        hex_id = base[: len(base) - len(ext)] if ext else base
-        if "." in hex_id:
+        if parsed is NameProblem.EXTRA_EXTENSION:
             return (f"requested chunk with an unexpected file extension, this server expects "
                     f"'<chunkid>{ext}', verify compression and encryption settings")
-        if len(hex_id) < 4 or path != f"/{hex_id[:4]}/{hex_id}{ext}":
+        if parsed is NameProblem.LAYOUT:
             return f"expected format '/<prefix>/<chunkid>{ext}"
-        try:
-            raw = bytes.fromhex(hex_id)
-        except ValueError:
-            raw = b""
-        if len(raw) != 32 or raw.hex() != hex_id.lower():
-            return f"invalid chunk id '{hex_id}'"
-        return raw
+        return f"invalid chunk id '{id_text(path, ext)}'"
 
     # -- dispatch ----------------------------------------------------------------------
     async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -91,9 +92,7 @@ class ChunkHandler:
 
     # -- GET ---------------------------------------------------------------------------
     def _load(self, chunk_id: bytes) -> bytes:
-        chunk = self.store.get_chunk(chunk_id)
-        if not self.skip_verify_read:
-            verify(chunk_id, chunk.data(), self.digest)
+        chunk = self.store.get_chunk(chunk_id, self.read_digest)
         return chunk.data() if self.uncompressed else chunk.compressed()
 
     async def _fetch(self, chunk_id: bytes) -> bytes:
@@ -111,9 +110,9 @@ class ChunkHandler:
 
     def _inline(self) -> bool:
         """A local store already in the wire form: a page-cache read is cheaper than a thread hop."""
-        store = self.store.current if isinstance(self.store, SwapStore) else self.store
-        return (isinstance(store, LocalStore) and store.uncompressed == self.uncompressed
-                and self.skip_verify_read)
+        store = self.store
+        return (self.read_digest is None and isinstance(store, InlineRead)
+                and store.reads_inline(self.uncompressed))
 
     async def get(self, chunk_id: bytes) -> web.StreamResponse:
         try:
@@ -137,10 +136,11 @@ class ChunkHandler:
 
     # -- PUT ---------------------------------------------------------------------------
     def _store(self, chunk_id: bytes, body: bytes) -> web.Response:
-        chunk = Chunk(chunk_id, data=body) if self.uncompressed else Chunk(chunk_id, compressed=body)
         try:
-            if not self.skip_verify_write:
-                verify(chunk_id, chunk.data(), self.digest)
+            if self.uncompressed:
+                chunk = Chunk.with_id(chunk_id, self.write_digest, data=body)
+            else:
+                chunk = Chunk.with_id(chunk_id, self.write_digest, compressed=body)
         except ChunkInvalid as exc:
             return text(400, str(exc))
         store = self.store

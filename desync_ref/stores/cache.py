@@ -1,13 +1,19 @@
 """A cache in front of a store (``-c``): read first, filled with every chunk fetched past it.
 
-Spec: ``spec/store.md``; behaviour of desync ``cache.go``. With ``repair`` an invalid chunk
-in the cache counts as missing, is fetched again and replaces the bad copy.
+Spec: ``spec/store.md``; behaviour of desync ``cache.go`` (``Cache``, ``RepairableCache``).
+With ``repair`` a chunk in the cache is checked with the cache's digest; an invalid one
+counts as missing, is fetched again and replaces the bad copy. Without it the cached chunk
+is checked only as the caller asks, and a bad one is an error. A chunk fetched from the
+store behind is always checked before it goes into the cache, so the cache only ever
+receives good chunks.
+
+A CachedStore reads; it does not take chunks itself (desync's ``Cache`` is a ``Store``).
 """
 
 from __future__ import annotations
 
 from desync_ref.errors import ChunkInvalid, ChunkMissing
-from desync_ref.formats.chunk import Digest, verify
+from desync_ref.formats.chunk import Digest
 from desync_ref.stores import Chunk, Store, WriteStore
 
 
@@ -21,20 +27,15 @@ class CachedStore:
     def __str__(self) -> str:
         return f"{self.store} (cache {self.cache})"
 
-    def get_chunk(self, chunk_id: bytes) -> Chunk:
+    def get_chunk(self, chunk_id: bytes, digest: Digest | None) -> Chunk:
         try:
-            chunk = self.cache.get_chunk(chunk_id)
-            if not self.repair:
-                return chunk
-            verify(chunk_id, chunk.data(), self.digest)
-            return chunk
+            return self.cache.get_chunk(chunk_id, self.digest if self.repair else digest)
         except ChunkMissing:
             pass
         except ChunkInvalid:
             if not self.repair:
                 raise
-        chunk = self.store.get_chunk(chunk_id)
-        verify(chunk_id, chunk.data(), self.digest)
+        chunk = self.store.get_chunk(chunk_id, self.digest)
         self.cache.store_chunk(chunk)
         return chunk
 

@@ -1,9 +1,14 @@
 """A failover group ``-s "a|b|c"``: one member active at a time, the next on an error.
 
 Spec: ``spec/http.md``; behaviour of desync ``failover.go``. All members are meant to hold
-the same chunks, so a missing chunk is an answer, not a failure: it is returned as is. Any
+the same chunks, so a missing chunk is an answer, not a failure: it is raised as is. Any
 other error makes the next member active (unless a concurrent request already moved on)
 and the request is tried there; when every member failed, the last error is raised.
+
+One difference: a chunk that is present but invalid is raised as is too. desync checks
+chunks inside the member's ``GetChunk`` and so fails over on ``ChunkInvalid``; desync_ref
+checked them after the group returned, and keeps that outcome (a corrupt member is an error
+to see, not to route around). A group reads only (desync's ``FailoverGroup`` is a ``Store``).
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from desync_ref.errors import ChunkMissing, DesyncRefError
+from desync_ref.errors import ChunkInvalid, ChunkMissing, DesyncRefError
+from desync_ref.formats.chunk import Digest
 from desync_ref.stores import Chunk, Store
 
 T = TypeVar("T")
@@ -44,7 +50,7 @@ class FailoverGroup:
             store, index = self._current()
             try:
                 return op(store)
-            except ChunkMissing:
+            except (ChunkMissing, ChunkInvalid):
                 raise
             except (DesyncRefError, OSError) as exc:
                 error = exc
@@ -52,8 +58,8 @@ class FailoverGroup:
         assert error is not None
         raise error
 
-    def get_chunk(self, chunk_id: bytes) -> Chunk:
-        return self._call(lambda store: store.get_chunk(chunk_id))
+    def get_chunk(self, chunk_id: bytes, digest: Digest | None) -> Chunk:
+        return self._call(lambda store: store.get_chunk(chunk_id, digest))
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         return self._call(lambda store: store.has_chunk(chunk_id))

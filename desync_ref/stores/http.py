@@ -1,5 +1,8 @@
 """HTTP(S) chunk and index stores on urllib3: ``GET/HEAD/PUT <base>/<xxxx>/<id>.cacnk``.
 
+The backend module of ``http://`` and ``https://`` in the scheme registry
+(``stores/registry.py``); it is imported only when such a location is opened.
+
 Spec: ``spec/http.md``. Behaviour of desync ``remotehttp.go`` (chunks) and
 ``remotehttpindex.go`` (indexes): 200 is the object, 404 is "missing", anything else is an
 error; transport errors and 5xx are retried ``error_retry`` times in all with a linear
@@ -25,13 +28,15 @@ from desync_ref.errors import ChunkMissing, IndexMissing, InvalidFormat, StoreEr
 from desync_ref.formats.chunk import (
     COMPRESSED_CHUNK_SUFFIX,
     UNCOMPRESSED_CHUNK_SUFFIX,
+    Digest,
     chunk_file_name,
 )
 from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
-from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, is_http_location
+from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
 
 USER_AGENT: Final = "desync-ref"
+SCHEMES: Final = ("http://", "https://")
 
 
 def _ssl_context(options: StoreOptions) -> ssl.SSLContext:
@@ -85,7 +90,7 @@ class HTTPBase:
     kind = "object"
 
     def __init__(self, location: str, options: StoreOptions = DEFAULT_OPTIONS) -> None:
-        if not is_http_location(location):
+        if not location.lower().startswith(SCHEMES):
             raise StoreError(f"unsupported scheme in {location}, expected http or https")
         try:
             parsed = parse_url(location)
@@ -186,7 +191,7 @@ class HTTPBase:
 
 
 class HTTPStore(HTTPBase):
-    """A remote chunk store (desync ``RemoteHTTP``)."""
+    """A remote chunk store (desync ``RemoteHTTP``): a WriteStore."""
 
     kind = "chunk"
 
@@ -198,11 +203,13 @@ class HTTPStore(HTTPBase):
     def name(self, chunk_id: bytes) -> str:
         return chunk_file_name(chunk_id, self.suffix)
 
-    def get_chunk(self, chunk_id: bytes) -> Chunk:
+    def get_chunk(self, chunk_id: bytes, digest: Digest | None) -> Chunk:
         name = self.name(chunk_id)
         status, body = self.request("GET", name)
         if status == 200:
-            return Chunk(chunk_id, data=body) if self.uncompressed else Chunk(chunk_id, compressed=body)
+            if self.uncompressed:
+                return Chunk.with_id(chunk_id, digest, data=body)
+            return Chunk.with_id(chunk_id, digest, compressed=body)
         if status == 404:
             raise ChunkMissing(chunk_id.hex(), str(self))
         raise self.unexpected("GET", name, status, body)
@@ -228,7 +235,7 @@ class HTTPStore(HTTPBase):
 
 
 class HTTPIndexStore(HTTPBase):
-    """A remote index store (desync ``RemoteHTTPIndex``): ``<base>/<name>``."""
+    """A remote index store (desync ``RemoteHTTPIndex``): ``<base>/<name>``, an IndexWriteStore."""
 
     kind = "index"
 
@@ -258,3 +265,22 @@ def split_index_url(location: str) -> tuple[str, str]:
         raise StoreError(f"index URL {location} names no index")
     base = parsed._replace(path=path[: len(path) - len(name)], query=None, fragment=None).url
     return base, name
+
+
+# --- backend entry points (stores/registry.py) ----------------------------------------------
+
+def open_chunk_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *,
+                     create: bool = False) -> HTTPStore:
+    """``create`` has no meaning over HTTP: the server's store exists or it does not."""
+    return HTTPStore(location, options.for_location(location))
+
+
+def open_index_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *,
+                     create: bool = False) -> HTTPIndexStore:
+    return HTTPIndexStore(location, options.for_location(location))
+
+
+def open_index_location(location: str, options: StoreOptions = DEFAULT_OPTIONS, *,
+                        create: bool = False) -> tuple[HTTPIndexStore, str]:
+    base, name = split_index_url(location)
+    return HTTPIndexStore(base, options.for_location(base.rstrip("/"))), name

@@ -1,8 +1,13 @@
-"""A chunk store in a local directory: ``<dir>/<xxxx>/<id>.cacnk``.
+"""Local directories: a chunk store ``<dir>/<xxxx>/<id>.cacnk`` and an index store of files.
 
-Spec: ``spec/store.md``. Layout from casync ``src/castore.c``; the temp-file prefix
-``.tmp-cacnk`` is desync's (``local.go``, ``tmpChunkPrefix``) so either tool's prune
-recognises the other's leftovers.
+Spec: ``spec/store.md``. Layout from casync ``src/castore.c``; names from the one grammar in
+``formats/chunk.py``; the temp-file prefix ``.tmp-cacnk`` is desync's (``local.go``,
+``tmpChunkPrefix``) so either tool's prune recognises the other's leftovers. The index store
+follows desync ``localindex.go``.
+
+This is also the backend module for plain paths in the scheme registry
+(``stores/registry.py``): :func:`open_chunk_store`, :func:`open_index_store` and
+:func:`open_index_location` at the end.
 """
 
 from __future__ import annotations
@@ -10,28 +15,30 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import re
 import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
 
-from desync_ref.errors import ChunkMissing, StoreError
+from desync_ref.errors import ChunkMissing, IndexMissing, InvalidFormat, StoreError
 from desync_ref.formats.chunk import (
     COMPRESSED_CHUNK_SUFFIX,
+    TMP_CHUNK_PREFIX,
     UNCOMPRESSED_CHUNK_SUFFIX,
+    Digest,
     chunk_file_name,
+    is_temp_chunk_name,
+    parse_chunk_path,
 )
+from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
-
-TMP_CHUNK_PREFIX: Final = ".tmp-cacnk"
-# casync writes a chunk as "<id>.<random hex>.tmp" beside its final name (castore.c,
-# ca_store_put); see spec/store.md "Temporary files".
-CASYNC_TMP_NAME: Final = re.compile(r"[0-9a-f]{64}\.[0-9a-f]{1,16}\.tmp")
+from desync_ref.stores.index_stores import valid_index_name
+from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
 
 
 class LocalStore:
+    """A PruneStore and InlineRead: reads, writes, lists, prunes."""
+
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False, uncompressed: bool = False) -> None:
         self.path = Path(path)
         self.uncompressed = uncompressed
@@ -61,7 +68,7 @@ class LocalStore:
         plain = (base + UNCOMPRESSED_CHUNK_SUFFIX, False)
         return (plain, compressed) if self.uncompressed else (compressed, plain)
 
-    def get_chunk(self, chunk_id: bytes) -> Chunk:
+    def get_chunk(self, chunk_id: bytes, digest: Digest | None) -> Chunk:
         for path, compressed in self._forms(chunk_id):
             try:
                 # O_NOFOLLOW: casync marks known-missing chunks with a symlink
@@ -78,8 +85,14 @@ class LocalStore:
                     blob = f.readall()
             except OSError as exc:
                 raise StoreError(f"cannot read chunk {chunk_id.hex()} from {self}: {exc.strerror}") from None
-            return Chunk(chunk_id, compressed=blob) if compressed else Chunk(chunk_id, data=blob)
+            if compressed:
+                return Chunk.with_id(chunk_id, digest, compressed=blob)
+            return Chunk.with_id(chunk_id, digest, data=blob)
         raise ChunkMissing(chunk_id.hex(), str(self))
+
+    def reads_inline(self, uncompressed: bool) -> bool:
+        # A page-cache read is cheaper than a thread hop when no conversion follows.
+        return uncompressed == self.uncompressed
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         for path, _ in self._forms(chunk_id):
@@ -115,30 +128,23 @@ class LocalStore:
         for _, chunk_id in self._chunk_files():
             yield chunk_id
 
+    def _prefix_dirs(self) -> Iterator[Path]:
+        for sub in self.path.iterdir():
+            if len(sub.name) == 4 and sub.is_dir():
+                yield sub
+
     def _chunk_files(self) -> Iterator[tuple[Path, bytes]]:
         """Every file that is named like one of this store's chunks."""
-        for sub in sorted(self.path.iterdir()):
-            if len(sub.name) != 4 or not sub.is_dir():
-                continue
+        for sub in sorted(self._prefix_dirs()):
             for entry in sorted(sub.iterdir()):
-                name = entry.name
-                if not name.endswith(self.suffix) or not name.startswith(sub.name):
-                    continue
-                hex_id = name[: len(name) - len(self.suffix)] if self.suffix else name
-                if len(hex_id) != 64:
-                    continue
-                try:
-                    yield entry, bytes.fromhex(hex_id)
-                except ValueError:
-                    continue
+                chunk_id = parse_chunk_path(f"{sub.name}/{entry.name}", self.suffix)
+                if isinstance(chunk_id, bytes):
+                    yield entry, chunk_id
 
     def stale_temp_files(self) -> Iterator[Path]:
-        for sub in self.path.iterdir():
-            if len(sub.name) != 4 or not sub.is_dir():
-                continue
+        for sub in self._prefix_dirs():
             for entry in sub.iterdir():
-                name = entry.name
-                if (name.startswith(TMP_CHUNK_PREFIX) or CASYNC_TMP_NAME.fullmatch(name)) and entry.is_file():
+                if is_temp_chunk_name(entry.name) and entry.is_file():
                     yield entry
 
     def prune(self, keep: set[bytes]) -> int:
@@ -150,10 +156,92 @@ class LocalStore:
                 removed += 1
         for path in list(self.stale_temp_files()):
             path.unlink(missing_ok=True)
-        for sub in self.path.iterdir():
-            if len(sub.name) == 4 and sub.is_dir() and not any(sub.iterdir()):
+        for sub in list(self._prefix_dirs()):
+            if not any(sub.iterdir()):
                 sub.rmdir()
         return removed
 
     def close(self) -> None:
         pass
+
+
+class LocalIndexStore:
+    """An IndexWriteStore over a directory of index files."""
+
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
+        self.path = Path(path)
+        if create and not self.path.exists():
+            try:
+                self.path.mkdir(parents=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create index store {self.path}: {exc.strerror}") from None
+        if not self.path.is_dir():
+            raise StoreError(f"index store {self.path} is not a directory")
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    def _file(self, name: str) -> Path:
+        if not valid_index_name(name):
+            raise StoreError(f"invalid index name '{name}'")
+        return self.path / name
+
+    def get_index_bytes(self, name: str) -> bytes:
+        path = self._file(name)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            raise IndexMissing(f"index {path} not found") from None
+        except OSError as exc:
+            raise StoreError(f"cannot read index {path}: {exc.strerror}") from None
+
+    def has_index(self, name: str) -> bool:
+        return self._file(name).is_file()
+
+    def get_index(self, name: str) -> Index:
+        data = self.get_index_bytes(name)
+        try:
+            return parse_index(data)
+        except InvalidFormat as exc:
+            raise InvalidFormat(f"{self._file(name)}: {exc}") from None
+
+    def store_index(self, name: str, index: Index) -> None:
+        self.store_index_bytes(name, encode_index(index))
+
+    def store_index_bytes(self, name: str, data: bytes) -> None:
+        """Written under a temp name and renamed: a reader never sees a partial index."""
+        target = self._file(name)
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.path)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+        except OSError as exc:
+            raise StoreError(f"cannot write index {target}: {exc.strerror}") from None
+
+    def close(self) -> None:
+        pass
+
+
+# --- backend entry points (stores/registry.py) ----------------------------------------------
+
+def open_chunk_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, create: bool = False) -> LocalStore:
+    return LocalStore(location, create=create, uncompressed=options.for_location(location).uncompressed)
+
+
+def open_index_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *,
+                     create: bool = False) -> LocalIndexStore:
+    return LocalIndexStore(location, create=create)
+
+
+def open_index_location(location: str, options: StoreOptions = DEFAULT_OPTIONS, *,
+                        create: bool = False) -> tuple[LocalIndexStore, str]:
+    """desync ``indexStoreFromLocation``: the directory and the file name."""
+    path = Path(location)
+    return LocalIndexStore(path.parent, create=create), path.name

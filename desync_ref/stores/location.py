@@ -1,44 +1,40 @@
-"""Turn a store location string into a store, and compose ``-s``/``-c`` as desync does.
+"""Turn store locations into stores, and compose ``-s``/``-c`` as desync does.
 
-Spec: spec/store.md and spec/http.md (store locations).
+Spec: spec/store.md ("Adding a store backend") and spec/http.md ("Composition"). Each
+location goes to the backend its scheme selects in ``stores/registry.py``; on top of them,
+as desync ``cmd/desync/store.go`` (``MultiStoreWithCache``): ``a|b|c`` is a failover group,
+several ``-s`` a router, ``-c`` a cache in front.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from desync_ref.errors import StoreError, UsageError
+from desync_ref.errors import InvalidParameter, StoreError
 from desync_ref.formats.chunk import Digest
 from desync_ref.stores import Store, WriteStore
 from desync_ref.stores.cache import CachedStore
 from desync_ref.stores.failover import FailoverGroup
 from desync_ref.stores.local import LocalStore
-from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, is_http_location
+from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
+from desync_ref.stores.registry import Backend, backend_for
 from desync_ref.stores.router import StoreRouter
 
 __all__ = ["StoreOptions", "open_chain", "open_store", "open_writable", "open_write_store"]
 
-_REMOTE_SCHEMES = ("s3+", "gs://", "sftp://", "ssh://")
 
-
-def _check_local(location: str) -> None:
+def _backend(location: str) -> Backend:
+    """The backend of one store (not a group): refused when the scheme is not implemented."""
     if not location:
-        raise UsageError("empty store location")
-    if location.startswith(_REMOTE_SCHEMES) or "|" in location:
+        raise InvalidParameter("empty store location", parameter="store location")
+    backend = backend_for(location)
+    if backend.module is None or "|" in location:
         raise StoreError(f"store location '{location}' is not supported yet")
-    if is_http_location(location):
-        raise StoreError(f"store location '{location}' must be a local directory here")
+    return backend
 
 
 def _open_one(location: str, options: StoreOptions) -> Store:
-    if not location:
-        raise UsageError("empty store location")
-    if is_http_location(location):
-        from desync_ref.stores.http import HTTPStore  # urllib3 only when it is used
-
-        return HTTPStore(location, options.for_location(location))
-    _check_local(location)
-    return LocalStore(location, uncompressed=options.for_location(location).uncompressed)
+    return _backend(location).load().open_chunk_store(location, options)
 
 
 def open_store(location: str, options: StoreOptions = DEFAULT_OPTIONS) -> Store:
@@ -49,17 +45,27 @@ def open_store(location: str, options: StoreOptions = DEFAULT_OPTIONS) -> Store:
 
 
 def open_writable(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, create: bool = True) -> WriteStore:
-    """A store that takes chunks: a directory or an http(s) chunk server."""
-    if is_http_location(location):
-        from desync_ref.stores.http import HTTPStore  # urllib3 only when it is used
-
-        return HTTPStore(location, options.for_location(location))
-    return open_write_store(location, options, create=create)
+    """A store that takes chunks (a directory or an http(s) chunk server); a directory is
+    created when ``create`` is set."""
+    backend = _backend(location)
+    store = backend.load().open_chunk_store(location, options, create=create)
+    if not isinstance(store, WriteStore):
+        store.close()
+        raise StoreError(f"store location '{location}' does not take chunks")
+    return store
 
 
 def open_write_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, create: bool = True) -> LocalStore:
-    _check_local(location)
-    return LocalStore(location, create=create, uncompressed=options.for_location(location).uncompressed)
+    """A store whose chunks are files here: the one kind that lists, prunes and verifies its
+    chunks in place and knows their stored sizes (tar -i, prune, verify, inspect-chunks, info -c)."""
+    backend = _backend(location)
+    if not backend.prunes:
+        raise StoreError(f"store location '{location}' must be a local directory here")
+    store = backend.load().open_chunk_store(location, options, create=create)
+    if not isinstance(store, LocalStore):
+        store.close()
+        raise StoreError(f"store location '{location}' must be a local directory here")
+    return store
 
 
 def open_chain(
@@ -68,9 +74,10 @@ def open_chain(
     digest: Digest,
     options: StoreOptions = DEFAULT_OPTIONS,
 ) -> Store:
-    """``-s a -s b [-c c]``: a router over the sources, behind the cache if one is given."""
+    """``-s a -s b [-c c]``: a router over the sources, behind the cache if one is given.
+    ``digest`` is the cache's, for repairing it."""
     if not locations:
-        raise UsageError("no store given (use -s)")
+        raise InvalidParameter("no store given", parameter="store")
     stores = [open_store(loc, options) for loc in locations]
     store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
     if cache:

@@ -44,10 +44,3 @@ class StoreOptions:
 
 DEFAULT_OPTIONS: Final = StoreOptions()
 
-
-HTTP_SCHEMES: Final = ("http://", "https://")
-
-
-def is_http_location(location: str) -> bool:
-    """Cheap test used on every command; the HTTP client itself is imported only when used."""
-    return location.lower().startswith(HTTP_SCHEMES)
