@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from fixtures.catar.make_golden import GOLDEN, GOLDEN_SETS
+from fixtures.catar.make_golden import GOLDEN, GOLDEN_SETS, committed_problems
 from fixtures.catar.trees import build
 from tests.conftest import run_cli
 
@@ -43,3 +46,41 @@ def test_golden_caidx(tmp_path: Path) -> None:
     assert (tmp_path / "x.caidx").read_bytes() == (GOLDEN / "basic-default.caidx").read_bytes()
     run_cli(["list-chunks", GOLDEN / "basic-default.caidx"])
     run_cli(["info", "-s", GOLDEN / "basic-default.store", GOLDEN / "basic-default.caidx"])
+
+
+def test_committed_files_match_manifest() -> None:
+    """Every manifest entry has its committed file with that size and sha256; every
+    committed file is in the manifest or is a chunk of the caidx's store."""
+    stores = {meta["store"] for meta in MANIFEST.values() if "store" in meta}
+    assert stores == {"basic-default.store"}
+    for name, meta in MANIFEST.items():
+        data = (GOLDEN / name).read_bytes()
+        assert (len(data), hashlib.sha256(data).hexdigest()) == (meta["size"], meta["sha256"]), name
+    files = {p.relative_to(GOLDEN).as_posix() for p in GOLDEN.rglob("*") if p.is_file()}
+    chunks = {f for f in files if f.startswith("basic-default.store/")}
+    assert files - chunks == set(MANIFEST) | {"manifest.json"}
+    listed = run_cli(["list-chunks", GOLDEN / "basic-default.caidx"]).stdout.decode().split()
+    assert chunks == {f"basic-default.store/{c[:4]}/{c}.cacnk" for c in listed}
+
+
+def test_make_golden_check_sees_committed_files(tmp_path: Path) -> None:
+    """``make_golden.py --check``'s look at the committed files: clean as committed, and a
+    changed byte, a missing file or a stray file is reported."""
+    assert committed_problems() == []
+    copy = tmp_path / "golden"
+    subprocess.run(["cp", "-a", str(GOLDEN), str(copy)], check=True)
+    victim = copy / "wide-unix.catar"
+    data = bytearray(victim.read_bytes())
+    data[100] ^= 1
+    victim.write_bytes(bytes(data))
+    (copy / "deep-best.catar").unlink()
+    (copy / "stray.catar").write_bytes(b"x")
+    assert committed_problems(copy) == ["deep-best.catar: in the manifest, no file",
+                                        "wide-unix.catar: committed file does not match the manifest",
+                                        "stray.catar: not in the manifest"]
+
+
+def test_make_golden_check_runs(casync: str) -> None:
+    proc = subprocess.run([sys.executable, str(GOLDEN.parent / "make_golden.py"), "--check",
+                           "--casync", casync], capture_output=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout.decode() + proc.stderr.decode()
