@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from desync_ref.formats.chunk import decompress
 from fixtures.catar.trees import TREES, build
 from tests.conftest import run_cli
+from tests.treesnap import assert_same_tree, snapshot
 
 DEFAULT = ["32bit-uids", "nsec-time", "permissions", "symlinks", "device-nodes", "fifos",
            "sockets", "xattrs"]
@@ -51,6 +53,30 @@ def _casync_catar(casync: str, flags: list[str], src: Path, out: Path) -> None:
                    capture_output=True)
 
 
+# What casync restores matches ``untar``'s defaults with ``--without=user-names``: desync
+# (and so desync-ref) restores the numeric ids and never looks names up, while casync
+# resolves an archive's user names and fails on one this machine does not know.
+NUMERIC_IDS = ["--without=user-names"]
+
+
+def _assert_owned_by_me(snap: dict[bytes, dict[str, object]]) -> None:
+    """``untar --no-same-owner``: every node belongs to whoever ran it. (casync has no
+    such mode: ``--without=privileged`` drops device nodes and labels too.)"""
+    owners = {(n["uid"], n["gid"]) for n in snap.values()}
+    assert owners == {(os.getuid(), os.getgid())}
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _casync_extract(casync: str, archive: Path, out: Path, *options: str) -> None:
+    subprocess.run([casync, "extract", *options, str(archive), str(out)], check=True,
+                   capture_output=True)
+
+
 @pytest.mark.parametrize("flag_set", sorted(FLAG_SETS))
 @pytest.mark.parametrize("tree", TREES)
 def test_catar_identical_to_casync(casync: str, trees: Path, tmp_path: Path, tree: str,
@@ -84,6 +110,7 @@ def test_caidx_identical_to_casync(casync: str, trees: Path, tmp_path: Path, fla
                     str(tmp_path / "a.caidx"), str(tmp_path / "o2")], check=True,
                    capture_output=True)
     _same_tree(casync, flag_set, tmp_path / "o1", tmp_path / "o2", tmp_path)
+    assert_same_tree(tmp_path / "o1", tmp_path / "o2")
 
 
 def _same_tree(casync: str, flag_set: str, a: Path, b: Path, work: Path) -> None:
@@ -106,27 +133,61 @@ def test_untar_restores_exactly(casync: str, trees: Path, tmp_path: Path, flag_s
                     str(tmp_path / "theirs")], check=True, capture_output=True)
     run_cli(["tar", *_with(flags), tmp_path / "mine.catar", tmp_path / "theirs"])
     assert (tmp_path / "mine.catar").read_bytes() == (tmp_path / "want.catar").read_bytes()
+    # and node for node, what untar wrote is what casync wrote from the same archive (an
+    # archive without a time flag has no mtimes: both leave the time of writing)
+    assert_same_tree(tmp_path / "ours", tmp_path / "theirs",
+                     ignore=("mtime_ns",) if flag_set == "acl" else ())
 
 
-def test_complex_round_trip(peer: Path, tmp_path: Path) -> None:
+def test_complex_round_trip(casync: str, peer: Path, tmp_path: Path) -> None:
     complex_catar = peer / "testdata" / "complex.catar"
     run_cli(["untar", complex_catar, tmp_path / "out"])
     run_cli(["tar", tmp_path / "again.catar", tmp_path / "out"])
     assert (tmp_path / "again.catar").read_bytes() == complex_catar.read_bytes()
+    _casync_extract(casync, complex_catar, tmp_path / "theirs", *NUMERIC_IDS)
+    assert_same_tree(tmp_path / "out", tmp_path / "theirs")
 
 
-@pytest.mark.parametrize("name", ["flat", "nested", "flatdir"])
-def test_untar_old_casync_archives(peer: Path, tmp_path: Path, name: str) -> None:
-    run_cli(["untar", "--no-same-owner", peer / "testdata" / f"{name}.catar", tmp_path / "o"])
-    assert any((tmp_path / "o").iterdir())
+OLD_ARCHIVE_BUG = ("desync_ref bug: untar does not restore xattrs (here SELinux labels) of "
+                   "symlinks and device nodes; casync does")
 
 
-def test_untar_tree_caidx(peer: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("owner", ["same-owner", "no-same-owner"])
+@pytest.mark.parametrize("name", [
+    pytest.param("flat", marks=pytest.mark.xfail(strict=True, reason=OLD_ARCHIVE_BUG)),
+    "nested", "flatdir"])
+def test_untar_old_casync_archives(casync: str, peer: Path, tmp_path: Path, name: str,
+                                   owner: str) -> None:
+    """desync's archives from an old casync (user names, SELinux labels, FAT flags):
+    untar writes what casync extracts."""
+    archive = peer / "testdata" / f"{name}.catar"
+    ours = ["--no-same-owner"] if owner == "no-same-owner" else []
+    run_cli(["untar", *ours, archive, tmp_path / "o"])
+    _casync_extract(casync, archive, tmp_path / "theirs", *NUMERIC_IDS)
+    if owner == "no-same-owner":
+        _assert_owned_by_me(assert_same_tree(tmp_path / "o", tmp_path / "theirs",
+                                             ignore=("uid", "gid")))
+    else:
+        assert_same_tree(tmp_path / "o", tmp_path / "theirs")
+
+
+def test_untar_tree_caidx(casync: str, peer: Path, tmp_path: Path) -> None:
     d = peer / "cmd" / "desync" / "testdata"
+    run_cli(["untar", "-s", d / "tree.store", "-i", d / "tree.caidx", tmp_path / "o"])
+    _casync_extract(casync, d / "tree.caidx", tmp_path / "theirs", *NUMERIC_IDS,
+                    f"--store={d / 'tree.store'}")
+    assert_same_tree(tmp_path / "o", tmp_path / "theirs")
+    run_cli(["untar", d / "tree.catar", tmp_path / "o2"])
+    _casync_extract(casync, d / "tree.catar", tmp_path / "theirs2", *NUMERIC_IDS)
+    assert_same_tree(tmp_path / "o2", tmp_path / "theirs2")
+    # the ownership and permission options: owner is whoever extracts, modes lose the umask
     run_cli(["untar", "-s", d / "tree.store", "-i", "--no-same-owner", "--no-same-permissions",
-             d / "tree.caidx", tmp_path / "o"])
-    assert (tmp_path / "o" / "subdir1" / "f1").read_bytes() == b"file in subdir1\n"
-    run_cli(["untar", "--no-same-owner", d / "tree.catar", tmp_path / "o2"])
+             d / "tree.caidx", tmp_path / "o3"])
+    ours = assert_same_tree(tmp_path / "o3", tmp_path / "theirs", ignore=("uid", "gid", "mode"))
+    _assert_owned_by_me(ours)
+    theirs = snapshot(tmp_path / "theirs")
+    assert _umask() and {p: int(n["mode"], 8) for p, n in ours.items() if n["type"] != "l"} == {
+        p: int(n["mode"], 8) & ~_umask() for p, n in theirs.items() if n["type"] != "l"}
 
 
 def test_gnu_tar_output(peer: Path, tmp_path: Path) -> None:
