@@ -195,19 +195,6 @@ def test_gnu_tar_output(peer: Path, tmp_path: Path) -> None:
     assert out.stdout == (peer / "testdata" / "complex.gnu-tar").read_bytes()
 
 
-def test_mtree(peer: Path, tmp_path: Path, trees: Path) -> None:
-    out = run_cli(["mtree", peer / "testdata" / "complex.catar"]).stdout.decode()
-    lines = out.splitlines()
-    assert lines[0] == "#mtree v1.0"
-    assert lines[1] == ". type=dir mode=0775 uid=1000 gid=1000 time=1564851970.494945701"
-    assert any(line.startswith("relative.symlink type=link mode=0777 target=test1.file ")
-               for line in lines)
-    run_cli(["tar", tmp_path / "a.catar", trees / "awkward"])
-    from_dir = run_cli(["mtree", trees / "awkward"]).stdout
-    assert from_dir == run_cli(["mtree", tmp_path / "a.catar"]).stdout
-    assert b"with\\040space" in from_dir and b"\\377\\376invalid-utf8" in from_dir
-
-
 @pytest.mark.parametrize("time_flag", ["usec-time", "nsec-time"])
 def test_tar_stream_input(casync: str, tmp_path: Path, time_flag: str) -> None:
     """A GNU/PAX tar of a tree (incl. xattrs, devices, foreign owners) gives the catar

@@ -20,7 +20,7 @@ from typing import Any
 FS_IOC_GETFLAGS = 0x80086601  # linux/fs.h, _IOR('f', 1, long)
 
 
-def _chattr(path: bytes) -> int | None:
+def chattr_flags(path: bytes) -> int | None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
@@ -49,7 +49,7 @@ def node(path: bytes) -> dict[str, Any]:
             info["sha256"] = hashlib.file_digest(f, "sha256").hexdigest()
         info["size"] = st.st_size
     if kind in (stat.S_IFREG, stat.S_IFDIR):
-        info["chattr"] = _chattr(path)
+        info["chattr"] = chattr_flags(path)
     if kind == stat.S_IFLNK:
         info["target"] = os.readlink(path)
     if kind in (stat.S_IFCHR, stat.S_IFBLK):
