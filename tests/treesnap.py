@@ -2,7 +2,7 @@
 
 ``snapshot(root)`` records, for every node below ``root`` (and ``root`` itself, as
 ``"."``): its type, permission bits, owner, mtime in ns, xattrs (ACLs, file capabilities
-and SELinux labels are xattrs too), chattr flags of files and directories, a SHA-256 of a
+and SELinux labels are xattrs too), chattr flags and project ids of files and directories, a SHA-256 of a
 regular file's contents, a symlink's target and a device's numbers. Access and change
 times, inode numbers and link counts are left out: no archive carries them.
 """
@@ -18,21 +18,32 @@ from pathlib import Path
 from typing import Any
 
 FS_IOC_GETFLAGS = 0x80086601  # linux/fs.h, _IOR('f', 1, long)
+FS_IOC_FSGETXATTR = 0x801C581F  # linux/fs.h, _IOR('X', 31, struct fsxattr) (28 bytes)
 
 
-def chattr_flags(path: bytes) -> int | None:
+def _ioctl(path: bytes, request: int, buf: array.array[int]) -> bool:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        return None
+        return False
     try:
-        buf = array.array("l", [0])
-        fcntl.ioctl(fd, FS_IOC_GETFLAGS, buf, True)
-        return buf[0]
+        fcntl.ioctl(fd, request, buf, True)
+        return True
     except OSError:
-        return None
+        return False
     finally:
         os.close(fd)
+
+
+def chattr_flags(path: bytes) -> int | None:
+    buf = array.array("l", [0])
+    return buf[0] if _ioctl(path, FS_IOC_GETFLAGS, buf) else None
+
+
+def project_id(path: bytes) -> int | None:
+    """``fsx_projid``, the fourth u32 of struct fsxattr."""
+    buf = array.array("I", [0] * 7)
+    return buf[3] if _ioctl(path, FS_IOC_FSGETXATTR, buf) else None
 
 
 def node(path: bytes) -> dict[str, Any]:
@@ -50,6 +61,7 @@ def node(path: bytes) -> dict[str, Any]:
         info["size"] = st.st_size
     if kind in (stat.S_IFREG, stat.S_IFDIR):
         info["chattr"] = chattr_flags(path)
+        info["projid"] = project_id(path)
     if kind == stat.S_IFLNK:
         info["target"] = os.readlink(path)
     if kind in (stat.S_IFCHR, stat.S_IFBLK):
