@@ -50,8 +50,18 @@ def test_bad_config_is_one_line(tmp_path: Path, text: str, needle: str) -> None:
     cfg.write_text(text)
     err = assert_clean_failure(run_cli(["--config", cfg, "config"], check=False))
     assert needle in err
-    # every command refuses to run with it, not only ``config``
-    assert_clean_failure(run_cli(["--config", cfg, "list-chunks", "x.caibx"], check=False))
+    # every command refuses to run with it, not only ``config``: a valid index that
+    # list-chunks reads without the config, so the config is the only thing wrong
+    index = _valid_index(tmp_path)
+    assert run_cli(["list-chunks", index]).stdout.split()
+    err = assert_clean_failure(run_cli(["--config", cfg, "list-chunks", index], check=False))
+    assert needle in err and str(cfg) in err
+
+
+def _valid_index(tmp_path: Path) -> Path:
+    (tmp_path / "blob").write_bytes(bytes(range(256)) * 400)
+    run_cli(["make", "-s", tmp_path / "s", tmp_path / "x.caibx", tmp_path / "blob"])
+    return tmp_path / "x.caibx"
 
 
 def test_missing_explicit_config(tmp_path: Path) -> None:
@@ -74,9 +84,18 @@ def test_multiple_matches_are_an_error(tmp_path: Path) -> None:
     config = load_config(cfg)
     with pytest.raises(ConfigError, match="multiple store-options entries"):
         config.options_for("http://h/store")
-    err = assert_clean_failure(run_cli(["--config", cfg, "extract", "-s", "http://h/store", "x.caibx", tmp_path / "o"],
+    # through the CLI, with a valid index and store: one matching entry extracts, two
+    # matching entries are the only reason to fail
+    index, store = _valid_index(tmp_path), tmp_path / "s"
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    one.write_text(json.dumps({"store-options": {f"{tmp_path}/s*": {}}}))
+    two.write_text(json.dumps({"store-options": {f"{tmp_path}/*": {}, f"{tmp_path}/s*": {}}}))
+    run_cli(["--config", one, "extract", "-s", store, index, tmp_path / "o1"])
+    assert (tmp_path / "o1").read_bytes() == (tmp_path / "blob").read_bytes()
+    err = assert_clean_failure(run_cli(["--config", two, "extract", "-s", store, index, tmp_path / "o"],
                                        check=False))
-    assert "multiple" in err or "x.caibx" in err
+    assert f'multiple store-options entries match the location "{store}"' in err
+    assert not (tmp_path / "o").exists()
 
 
 def test_entry_values_and_flags_win(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import signal
@@ -116,15 +117,44 @@ def test_router_cache_and_zero_runs(tmp_path: Path) -> None:
     assert (tmp_path / "out2").read_bytes() == data
 
 
+def _stats(proc: subprocess.CompletedProcess[bytes]) -> dict[str, int]:
+    stats: dict[str, int] = json.loads(proc.stderr)
+    return stats
+
+
 def test_in_place_resume_keeps_good_chunks(tmp_path: Path) -> None:
     data = random.Random(8).randbytes(400_000)
     run_cli(["make", "-s", tmp_path / "s", "-m", "1:4:16", tmp_path / "x.caibx", blob(tmp_path, data)])
+    chunks = parse_index((tmp_path / "x.caibx").read_bytes()).chunks
+    n = len(chunks)
+    assert n > 10
+
+    def extract_k(target: Path) -> dict[str, int]:
+        proc = run_cli(["extract", "-k", "--print-stats", "-s", tmp_path / "s", tmp_path / "x.caibx",
+                        target])
+        assert target.read_bytes() == data
+        return _stats(proc)
+
+    # an existing correct file: every chunk is in place, nothing is fetched
+    same = blob(tmp_path, data, "same")
+    assert extract_k(same) == {"chunks-total": n, "chunks-from-store": 0, "chunks-in-place": n,
+                               "chunks-zero": 0, "size": len(data)}
+    # one changed byte: exactly the chunk holding it is fetched
+    one = bytearray(data)
+    one[chunks[n // 2].start + 7] ^= 0x55
+    assert extract_k(blob(tmp_path, bytes(one), "one")) == {
+        "chunks-total": n, "chunks-from-store": 1, "chunks-in-place": n - 1, "chunks-zero": 0,
+        "size": len(data)}
+    # an interrupted extraction: damaged and missing chunks are fetched, whole ones kept
     partial = bytearray(data)
     partial[100_000:100_010] = b"\xff" * 10
-    target = blob(tmp_path, bytes(partial[:300_000]), "out")
-    proc = run_cli(["extract", "-k", "--print-stats", "-s", tmp_path / "s", tmp_path / "x.caibx", target])
-    assert target.read_bytes() == data
-    assert b'"chunks-in-place"' in proc.stderr
+    good = [c for c in chunks if c.end <= 300_000 and not (c.start < 100_010 and c.end > 100_000)]
+    stats = extract_k(blob(tmp_path, bytes(partial[:300_000]), "out"))
+    assert stats["chunks-in-place"] == len(good)
+    assert stats["chunks-from-store"] == n - len(good)
+    # without -k nothing is taken from the existing file
+    proc = run_cli(["extract", "--print-stats", "-s", tmp_path / "s", tmp_path / "x.caibx", same])
+    assert _stats(proc)["chunks-from-store"] == n and same.read_bytes() == data
 
 
 def _made(tmp: Path) -> tuple[Path, Path, bytes]:
@@ -142,7 +172,7 @@ def test_missing_chunk_fails_cleanly(tmp_path: Path) -> None:
     victim = parse_index(index.read_bytes()).chunks[3].id
     (store / chunk_file_name(victim)).unlink()
     err = assert_clean_failure(run_cli(["extract", "-s", store, index, tmp_path / "out"], check=False))
-    assert victim.hex() in err
+    assert f"chunk {victim.hex()} not found in {store}" in err
     assert _leftovers(tmp_path) == []
 
 
@@ -151,14 +181,18 @@ def test_invalid_chunk_fails_cleanly(tmp_path: Path, damage: str) -> None:
     index, store, _ = _made(tmp_path)
     chunks = parse_index(index.read_bytes()).chunks
     victim = store / chunk_file_name(chunks[2].id)
+    bad = chunks[2].id.hex()
     if damage == "other-content":
         victim.write_bytes((store / chunk_file_name(chunks[5].id)).read_bytes())
+        why = f"chunk id {bad} does not match its hash {chunks[5].id.hex()}"
     elif damage == "not-zstd":
         victim.write_bytes(b"this is not zstd")
+        why = f"chunk {bad} is not compressed with zstd"
     else:
         victim.write_bytes(victim.read_bytes()[:-5])
+        why = f"chunk {bad} is not valid compressed data: truncated"
     err = assert_clean_failure(run_cli(["extract", "-n", "1", "-s", store, index, tmp_path / "out"], check=False))
-    assert chunks[2].id.hex() in err
+    assert why in err
     assert _leftovers(tmp_path) == []
 
 
@@ -167,19 +201,33 @@ def test_bad_inputs_fail_cleanly(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(b"x")
     (tmp_path / "ro").mkdir()
     os.chmod(tmp_path / "ro", 0o500)
-    cases = [
-        ["make", tmp_path / "y.caibx", tmp_path / "does-not-exist"],
-        ["make", "-s", tmp_path / "file", tmp_path / "y.caibx", tmp_path / "blob"],
-        ["make", "-m", "64:16:256", tmp_path / "y.caibx", tmp_path / "blob"],
-        ["extract", "-s", tmp_path / "file", index, tmp_path / "out"],
-        ["extract", "-s", store, tmp_path / "nope.caibx", tmp_path / "out"],
-        ["extract", "-s", store, tmp_path / "blob", tmp_path / "out"],
-        ["extract", "--digest", "sha256", "-s", store, index, tmp_path / "out"],
+    # each command and the words its error must hold: what is wrong and with which input
+    cases: list[tuple[list[str | Path], list[str]]] = [
+        (["make", tmp_path / "y.caibx", tmp_path / "does-not-exist"],
+         [f"No such file or directory: {tmp_path / 'does-not-exist'}"]),
+        (["make", "-s", tmp_path / "file", tmp_path / "y.caibx", tmp_path / "blob"],
+         [str(tmp_path / "file"), "is not a directory"]),
+        (["make", "-m", "64:16:256", tmp_path / "y.caibx", tmp_path / "blob"],
+         ["min chunk size must not be greater than avg"]),
+        (["extract", "-s", tmp_path / "file", index, tmp_path / "out"],
+         [str(tmp_path / "file"), "is not a directory"]),
+        (["extract", "-s", store, tmp_path / "nope.caibx", tmp_path / "out"],
+         [f"cannot read index {tmp_path / 'nope.caibx'}: No such file or directory"]),
+        (["extract", "-s", store, tmp_path / "blob", tmp_path / "out"],
+         [f"{tmp_path / 'blob'}: not a casync index"]),
+        (["extract", "--digest", "sha256", "-s", store, index, tmp_path / "out"],
+         [f"{index} uses digest sha512-256 but sha256 was requested"]),
     ]
     if os.geteuid() != 0:  # root writes anywhere
-        cases.append(["extract", "-s", store, index, tmp_path / "ro" / "out"])
-    for args in cases:
-        assert_clean_failure(run_cli(args, check=False))
+        cases.append((["extract", "-s", store, index, tmp_path / "ro" / "out"],
+                      [str(tmp_path / "ro")]))
+    for args, words in cases:
+        err = assert_clean_failure(run_cli(args, check=False))
+        for word in words:
+            assert word in err, (args, err)
+    # the index and store are good: the same extraction without the fault succeeds
+    run_cli(["extract", "-s", store, index, tmp_path / "good"])
+    assert (tmp_path / "good").read_bytes() == _data
     assert _leftovers(tmp_path) == []
     assert not (tmp_path / "y.caibx").exists()
 
