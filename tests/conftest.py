@@ -15,7 +15,7 @@ import subprocess
 import sys
 from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 
@@ -48,24 +48,23 @@ def _required_failure(report: pytest.TestReport | pytest.CollectReport) -> None:
     report.longrepr = f"{REQUIRE_ENV}=1 and a required part is missing: {_skip_reason(report)}"
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item,
-                              call: pytest.CallInfo[None]) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    report = yield
+# Old-style wrappers (hookwrapper=True) work with every pytest >= 7 that pyproject allows.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
     if (report.skipped and components_required() and not hasattr(report, "wasxfail")
             and not (call.excinfo is not None and call.excinfo.errisinstance(NotAComponent))):
         _required_failure(report)
-    return report
 
 
-@pytest.hookimpl(wrapper=True)
-def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, pytest.CollectReport,
-                                                                          pytest.CollectReport]:
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
     """A whole module skipped at import (``importorskip``) is a missing part too."""
-    report = yield
+    outcome = yield
+    report: pytest.CollectReport = outcome.get_result()
     if report.skipped and components_required():
         _required_failure(report)
-    return report
 
 
 @pytest.fixture(scope="session")
