@@ -2,10 +2,16 @@
 
 For each input kind (random, mixed text/random/zeros, all zeros) it times: make into an
 empty store, make into a populated store, extract into a new file; then the chunker alone
-(compiled and pure, one core) and peak RSS. Stores live on tmpfs by default because
-recreating store directories on ext4 measures the kernel's inode allocator
-(creating directories there is what gets timed otherwise). Ratios are casync_time / desync_ref_time: above 1 means
-desync-ref is faster. Only ratios from one run mean anything on a shared machine.
+(compiled and pure, one core) and peak RSS. Each repetition runs both tools, casync first
+on even repetitions and desync-ref first on odd ones, so neither always gets the warmer
+cache. Stores live on tmpfs by default because recreating store directories on ext4
+measures the kernel's inode allocator (creating directories there is what gets timed
+otherwise). Ratios are casync_time / desync_ref_time: above 1 means desync-ref is faster.
+The tools do not run on equal means: casync is one process with one thread; desync-ref's
+make runs one process per core on files of 32 MiB and more, with hashing threads, and its
+extract runs several threads (cores + 1 on a local store, 10 on a remote one); the table
+gives each side's peak processes/threads, sampled, beside its figures. Only ratios from
+one run mean anything on a shared machine. ``--size-mib 40 --reps 2`` is a quick check.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from measure import run_measured
+from measure import Measured, available, run_measured
 
 MIB = 1 << 20
 
@@ -61,26 +67,42 @@ class Row:
         self.ours: list[float] = []
         self.rss_casync = 0.0
         self.rss_ours = 0.0
+        self.tasks_casync = (0, 0)  # peak (processes, threads)
+        self.tasks_ours = (0, 0)
+
+    def add(self, who: str, m: Measured) -> None:
+        if who == "casync":
+            self.casync.append(m.seconds)
+            self.rss_casync = max(self.rss_casync, m.rss_mib)
+            self.tasks_casync = max(self.tasks_casync, (m.processes, m.threads))
+        else:
+            self.ours.append(m.seconds)
+            self.rss_ours = max(self.rss_ours, m.rss_mib)
+            self.tasks_ours = max(self.tasks_ours, (m.processes, m.threads))
 
     def line(self) -> str:
         c, o = statistics.median(self.casync), statistics.median(self.ours)
         mib = self.size / MIB
-        return (f"| {self.name:34s} | {c:7.2f} | {mib / c:8.0f} | {o:7.2f} | {mib / o:8.0f} | "
-                f"{c / o:5.2f}x | {self.rss_casync:6.0f} | {self.rss_ours:6.0f} |")
+        # GNU time reports 0.00 s for the quickest runs
+        c_rate = f"{mib / c:8.0f}" if c else "       -"
+        o_rate = f"{mib / o:8.0f}" if o else "       -"
+        ratio = f"{c / o:5.2f}x" if c and o else "    -"
+        return (f"| {self.name:34s} | {c:7.2f} | {c_rate} | {tasks(self.tasks_casync)} | {o:7.2f} | "
+                f"{o_rate} | {tasks(self.tasks_ours)} | {ratio} | {self.rss_casync:6.0f} | "
+                f"{self.rss_ours:6.0f} |")
+
+
+def tasks(peak: tuple[int, int]) -> str:
+    return f"{peak[0]:2d} / {peak[1]:3d}"
 
 
 def measure(row: Row, casync_cmd: Callable[[int], list[str]], ours_cmd: Callable[[int], list[str]],
             reps: int, before: Callable[[int], None] = lambda rep: None) -> Row:
     for rep in range(reps):
         before(rep)
-        for who, cmd in (("casync", casync_cmd(rep)), ("ours", ours_cmd(rep))):
-            seconds, rss = run_measured(cmd)
-            if who == "casync":
-                row.casync.append(seconds)
-                row.rss_casync = max(row.rss_casync, rss)
-            else:
-                row.ours.append(seconds)
-                row.rss_ours = max(row.rss_ours, rss)
+        order = [("casync", casync_cmd(rep)), ("ours", ours_cmd(rep))]
+        for who, cmd in order if rep % 2 == 0 else order[::-1]:
+            row.add(who, run_measured(cmd))
     return row
 
 
@@ -148,6 +170,8 @@ def main() -> int:
     casync = shutil.which("casync")
     if casync is None:
         raise SystemExit("casync is not installed: apt-get install casync")
+    if not available():
+        raise SystemExit("GNU time is not installed at /usr/bin/time: apt-get install time")
     ours = [sys.executable, "-m", "desync_ref"]
     version = subprocess.run([*ours, "--version"], capture_output=True, text=True).stdout.strip()
     size = args.size_mib * MIB
@@ -157,15 +181,21 @@ def main() -> int:
     try:
         for kind in args.kinds.split(","):
             rows.extend(bench_kind(kind, size, work, out_dir, casync, ours, args.reps))
-        compiled = chunker_rate(False, 256 * MIB)
-        pure = chunker_rate(True, 4 * MIB)
+        compiled = chunker_rate(False, min(256 * MIB, size))
+        pure = chunker_rate(True, min(4 * MIB, size))
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(out_dir, ignore_errors=True)
     print(f"\n{version}; casync {casync}; {args.size_mib} MiB inputs; median of {args.reps}; "
-          f"stores in {args.dir or 'the temp dir'}; {os.cpu_count()} cores\n")
-    print("| row | casync s | casync MiB/s | desync-ref s | desync-ref MiB/s | ratio | casync RSS MiB | desync-ref RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"stores in {args.dir or 'the temp dir'}; {os.cpu_count()} cores; each repetition "
+          f"alternates which tool runs first\n")
+    print("Not equal means: casync runs as 1 process with 1 thread; desync-ref's make uses one "
+          "process per core (-n, default the core count) on files of 32 MiB and more, and its "
+          "extract cores + 1 threads on a local store. procs / threads: the peak of each "
+          "side, sampled from /proc while it runs.\n")
+    print("| row | casync s | casync MiB/s | casync procs / threads | desync-ref s | desync-ref MiB/s "
+          "| desync-ref procs / threads | ratio | casync RSS MiB | desync-ref RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row.line())
     print(f"\nchunker alone, one core: compiled {compiled:.0f} MiB/s, pure {pure:.1f} MiB/s")

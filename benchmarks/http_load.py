@@ -1,15 +1,21 @@
 """Load benchmark: chunk-server beside nginx serving the same store as static files.
 
 Not a timed test: ``python benchmarks/http_load.py [--duration S] [--connections N]``.
-Both servers listen on 127.0.0.1 only; ``wrk`` (Debian package ``wrk``) requests the store's
-64 KiB chunks round-robin for a bounded time against each, and the script reports
-requests/s, p99 latency, errors, and chunk-server's RSS (start, peak, end) as JSON.
-Needs ``nginx`` (Debian ``nginx-light``) and ``wrk``; ``make system-deps`` installs both.
+Both servers listen on 127.0.0.1 only. Before any timing, every chunk is fetched once from
+each server and compared with the store's file; a wrong body ends the run (exit 1). Each
+server then gets the same warm-up (wrk for a tenth of the time) and the measured run:
+``wrk`` (Debian package ``wrk``) requests the store's 64 KiB chunks round-robin for a
+bounded time, counting every response that is not 2xx. The script reports requests/s,
+p50/p99 latency, non-2xx responses, socket errors, and chunk-server's RSS (start, peak,
+end) as JSON; any non-2xx response or socket error makes the exit status 1.
+Needs ``nginx`` (Debian ``nginx-light``) and ``wrk``: ``make bench-http-deps`` installs
+both; without them the script exits with status 2 and says what is missing.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -64,16 +70,49 @@ def make_store(path: Path, count: int) -> list[str]:
 
 
 def wrk_script(path: Path, names: list[str]) -> None:
+    """Round-robin over the chunk paths; every response that is not 2xx is counted."""
     listed = ",\n".join(f'  "{n}"' for n in names)
     path.write_text(f"""paths = {{
 {listed}
 }}
 counter = 0
+non2xx = 0
+local threads = {{}}
+setup = function(thread)
+  table.insert(threads, thread)
+end
 request = function()
   counter = counter + 1
   return wrk.format("GET", paths[(counter % #paths) + 1])
 end
+response = function(status, headers, body)
+  if status < 200 or status > 299 then
+    non2xx = non2xx + 1
+  end
+end
+done = function(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do
+    total = total + thread:get("non2xx")
+  end
+  io.write(string.format("Responses not 2xx: %d\\n", total))
+end
 """)
+
+
+def verify_bodies(port: int, names: list[str], store: Path, who: str) -> None:
+    """GET every chunk once over one keep-alive connection; the body must be the file's."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        for name in names:
+            conn.request("GET", name)
+            response = conn.getresponse()
+            body = response.read()
+            if response.status != 200 or body != (store / name.lstrip("/")).read_bytes():
+                raise SystemExit(f"{who}: GET {name} gave {response.status} and "
+                                 f"{'a wrong' if response.status == 200 else 'no'} body")
+    finally:
+        conn.close()
 
 
 def parse_wrk(text: str) -> dict[str, object]:
@@ -87,15 +126,16 @@ def parse_wrk(text: str) -> dict[str, object]:
             return None
         return float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
 
-    errors = 0
+    socket_errors = 0
     m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
     if m:
-        errors += sum(int(x) for x in m.groups())
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-    if m:
-        errors += int(m.group(1))
+        socket_errors = sum(int(x) for x in m.groups())
+    non_2xx = number(r"Responses not 2xx: (\d+)")
+    if non_2xx is None:
+        raise SystemExit(f"wrk printed no count of non-2xx responses:\n{text}")
     return {"requests_per_s": number(r"Requests/sec:\s+([\d.]+)"), "p99_ms": latency("99%"),
-            "p50_ms": latency("50%"), "errors": errors, "requests": number(r"(\d+) requests in")}
+            "p50_ms": latency("50%"), "non_2xx": int(non_2xx), "socket_errors": socket_errors,
+            "requests": number(r"(\d+) requests in")}
 
 
 def rss_kib(pid: int) -> int:
@@ -117,6 +157,11 @@ def run_wrk(url: str, script: Path, args: argparse.Namespace) -> dict[str, objec
     return parse_wrk(out.stdout)
 
 
+def warm_up(url: str, script: Path, args: argparse.Namespace) -> None:
+    """The same for both servers: wrk for a tenth of the measured time, results dropped."""
+    run_wrk(url, script, argparse.Namespace(**{**vars(args), "duration": max(1, args.duration // 10)}))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=10, help="seconds of load per server")
@@ -124,10 +169,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--chunks", type=int, default=2000)
     args = parser.parse_args()
-    for tool in ("wrk", "nginx"):
-        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
-            print(f"skipped: {tool} is not installed (make system-deps)", file=sys.stderr)
-            return 0
+    missing = [package for tool, package in (("wrk", "wrk"), ("nginx", "nginx-light"))
+               if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists()]
+    if missing:
+        print(f"http_load: cannot run, not installed: {', '.join(missing)} "
+              f"(make bench-http-deps, or apt-get install {' '.join(missing)})", file=sys.stderr)
+        return 2
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     with tempfile.TemporaryDirectory(prefix="http-load-") as tmp:
         work = Path(tmp)
@@ -161,6 +208,8 @@ http {{
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_port(nport)
+            verify_bodies(nport, names, store, "nginx")
+            warm_up(f"http://127.0.0.1:{nport}", script, args)
             results["nginx"] = run_wrk(f"http://127.0.0.1:{nport}", script, args)
         finally:
             ng.send_signal(signal.SIGQUIT)
@@ -172,6 +221,7 @@ http {{
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             wait_port(cport)
+            verify_bodies(cport, names, store, "chunk-server")
             start_rss = rss_kib(cs.pid)
             samples: list[int] = []
             stop = threading.Event()
@@ -182,9 +232,7 @@ http {{
 
             sampler = threading.Thread(target=sample, daemon=True)
             sampler.start()
-            # a warm-up of a tenth of the time, then the measured run
-            run_wrk(f"http://127.0.0.1:{cport}", script,
-                    argparse.Namespace(**{**vars(args), "duration": max(1, args.duration // 10)}))
+            warm_up(f"http://127.0.0.1:{cport}", script, args)
             warm_rss = rss_kib(cs.pid)
             results["chunk_server"] = run_wrk(f"http://127.0.0.1:{cport}", script, args)
             stop.set()
@@ -199,7 +247,12 @@ http {{
         if ours.get("requests_per_s") and theirs.get("requests_per_s"):
             results["ratio_vs_nginx"] = round(float(ours["requests_per_s"]) / float(theirs["requests_per_s"]), 3)
     print(json.dumps(results, indent=2))
-    return 0
+    failed = [f"{who}: {r['non_2xx']} responses not 2xx, {r['socket_errors']} socket errors"
+              for who, r in (("nginx", theirs), ("chunk-server", ours))
+              if r["non_2xx"] or r["socket_errors"]]
+    for line in failed:
+        print(f"http_load: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

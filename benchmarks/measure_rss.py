@@ -14,7 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from measure import run_measured
+from measure import available, run_measured
 
 
 def write_blob(path: Path, size: int) -> None:
@@ -35,6 +35,8 @@ def main() -> int:
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--dir", default=None, help="work directory (default: a temp dir)")
     args = parser.parse_args()
+    if not available():
+        raise SystemExit("GNU time is not installed at /usr/bin/time: apt-get install time")
     tool = [sys.executable, "-m", "desync_ref"]
     work = Path(tempfile.mkdtemp(prefix="desync-ref-rss-", dir=args.dir))
     try:
@@ -45,8 +47,9 @@ def main() -> int:
             ("extract", [*tool, "extract", "-s", str(work / "store"), str(work / "x.caibx"), str(work / "out")]),
         ]
         for name, cmd in rows:
-            seconds, rss = run_measured(cmd)
-            print(f"{name:8s} {args.size_mib} MiB: peak RSS {rss:6.1f} MiB, {seconds:6.1f} s")
+            m = run_measured(cmd)
+            print(f"{name:8s} {args.size_mib} MiB: peak RSS {m.rss_mib:6.1f} MiB, {m.seconds:6.1f} s, "
+                  f"{m.processes} processes, {m.threads} threads")
         same = subprocess.run(["cmp", "-s", str(blob), str(work / "out")]).returncode == 0
         print(f"output identical: {same}")
         return 0 if same else 1

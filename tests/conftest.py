@@ -1,4 +1,11 @@
-"""Shared fixtures: the real casync as oracle, the CLI as a subprocess, peer fixtures."""
+"""Shared fixtures: the real casync as oracle, the CLI as a subprocess, peer fixtures.
+
+With ``DESYNC_REF_REQUIRE_COMPONENTS=1`` (``make test`` and CI set it) a test skipped
+because a part is missing (casync, desync's fixtures, GNU tar, the compiled chunker, ...)
+fails instead, with the skip's reason: a run that checked less than the whole suite must
+not end green. Without the variable (one file run by hand) such tests are skipped. A skip
+that is not about a missing part raises ``NotAComponent`` and stays a skip either way.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,58 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_FIXTURES = ROOT / "fixtures" / "desync"  # desync's own test data, see its README
+REQUIRE_ENV = "DESYNC_REF_REQUIRE_COMPONENTS"
+
+
+def components_required() -> bool:
+    return os.environ.get(REQUIRE_ENV, "") not in ("", "0")
+
+
+class NotAComponent(pytest.skip.Exception):
+    """A skip for a reason other than a missing part (e.g. not running as root)."""
+
+
+def skip_not_component(reason: str) -> NoReturn:
+    raise NotAComponent(reason, _use_item_location=True)
+
+
+def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
+    longrepr = report.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _required_failure(report: pytest.TestReport | pytest.CollectReport) -> None:
+    report.outcome = "failed"
+    report.longrepr = f"{REQUIRE_ENV}=1 and a required part is missing: {_skip_reason(report)}"
+
+
+# Old-style wrappers (hookwrapper=True) work with every pytest >= 7 that pyproject allows.
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if (report.skipped and components_required() and not hasattr(report, "wasxfail")
+            and not (call.excinfo is not None and call.excinfo.errisinstance(NotAComponent))):
+        _required_failure(report)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
+    """A whole module skipped at import (``importorskip``) is a missing part too."""
+    outcome = yield
+    report: pytest.CollectReport = outcome.get_result()
+    if report.skipped and components_required():
+        _required_failure(report)
 
 
 @pytest.fixture(scope="session")

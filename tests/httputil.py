@@ -1,15 +1,19 @@
-"""Helpers for the HTTP tests: free ports, test-time certificates, server processes."""
+"""Helpers for the HTTP tests: free ports, test-time certificates, server processes, a
+chunk store upstream that can hold requests, and the request log of a server."""
 
 from __future__ import annotations
 
 import datetime
+import http.server
 import ipaddress
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -171,3 +175,80 @@ def wait_for(predicate: object, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.01)
     return False
+
+
+_LOGGED_GET = re.compile(r"Request: GET (\S+), Response: (\d+)$", re.MULTILINE)
+
+
+def served(log: str, status: int = 200) -> list[str]:
+    """The paths of the GETs a server's ``--log -`` shows answered with ``status``, in order."""
+    return [path for path, code in _LOGGED_GET.findall(log) if int(code) == status]
+
+
+class Upstream:
+    """A plain HTTP chunk store run by the test: serves ``store``'s files to GET and HEAD.
+
+    GET requests are counted in ``hits`` (paths, in order of arrival). From the
+    ``hold_from``-th GET on (counting from 0) the handler waits until ``release`` is set,
+    so a test can stop a download at a known point and act while it is held.
+    """
+
+    def __init__(self, store: Path, *, hold_from: int | None = None) -> None:
+        self.store = store
+        self.hold_from = hold_from
+        self.hits: list[str] = []
+        self.release = threading.Event()
+        self._lock = threading.Lock()
+        upstream = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                with upstream._lock:
+                    number = len(upstream.hits)
+                    upstream.hits.append(self.path)
+                if upstream.hold_from is not None and number >= upstream.hold_from:
+                    upstream.release.wait(60)
+                self._answer(body=True)
+
+            def do_HEAD(self) -> None:
+                self._answer(body=False)
+
+            def _answer(self, body: bool) -> None:
+                path = upstream.store / self.path.lstrip("/")
+                data = path.read_bytes() if ".." not in self.path and path.is_file() else None
+                try:
+                    self.send_response(200 if data is not None else 404)
+                    self.send_header("Content-Length", str(len(data or b"")))
+                    self.end_headers()
+                    if body and data:
+                        self.wfile.write(data)
+                except OSError:
+                    pass  # the client went away (a server the test killed)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+
+    def wait_hits(self, count: int, timeout: float = 20.0) -> bool:
+        return wait_for(lambda: len(self.hits) >= count, timeout)
+
+    def close(self) -> None:
+        self.release.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Upstream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, skip_not_component
 from httputil import Server, make_certs
 
 pytestmark = pytest.mark.casync
@@ -65,8 +65,10 @@ def test_casync_index_from_index_server(casync: str, data: dict[str, Path], tmp_
 
 def test_casync_extract_over_https(casync: str, data: dict[str, Path], tmp_path: Path) -> None:
     """casync trusts only the system store: the test CA goes in, and comes out again."""
-    if os.geteuid() != 0 or shutil.which("update-ca-certificates") is None:
-        pytest.skip("needs root and update-ca-certificates to put the test CA in the system trust store")
+    if shutil.which("update-ca-certificates") is None:
+        pytest.skip("update-ca-certificates is not installed (Debian package 'ca-certificates')")
+    if os.geteuid() != 0:
+        skip_not_component("needs root to put the test CA in the system trust store")
     certs = make_certs(tmp_path / "certs")
     args = ["-s", data["store"], "--cert", certs.server_cert, "--key", certs.server_key]
     with Server("chunk-server", args, tls=True) as srv:

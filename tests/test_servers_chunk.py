@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 import urllib3
 from conftest import assert_clean_failure, run_cli
-from httputil import Certs, Server, free_port, make_certs, wait_for
+from httputil import Certs, Server, Upstream, free_port, make_certs, served, wait_for
 
 from desync_ref.formats.chunk import compress, decompress
 from desync_ref.formats.index import parse_index
@@ -248,22 +249,37 @@ def test_cache_repair(data: dict[str, Path], tmp_path: Path) -> None:
 
 
 def test_failover_group_first_stopped_mid_extract(data: dict[str, Path], tmp_path: Path) -> None:
-    a = Server("chunk-server", ["-s", data["store"], "--log", "-"])
-    b = Server("chunk-server", ["-s", data["store"]])
-    try:
-        out = tmp_path / "out"
-        proc = subprocess.Popen([sys.executable, "-m", "desync_ref", "extract", "-n", "1", "-e", "1",
-                                 "-s", f"{a.url}|{b.url}", str(data["index"]), str(out)],
-                                stderr=subprocess.PIPE)
-        # let the first server serve some chunks, then take it away
-        assert wait_for(lambda: a.stderr().count("Response: 200") >= 5)
-        a.stop(signal.SIGKILL)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 0, err.decode()
-        assert out.read_bytes() == data["blob"].read_bytes()
-    finally:
-        a.stop()
-        b.stop()
+    """``a|b``: a serves the first chunks, dies with a request in flight, b serves the rest.
+
+    a's store is an upstream the test holds after 5 chunks, so a is killed at a known
+    point of the extract; the servers' logs then show who served what.
+    """
+    wanted = {"/" + chunk_path(c.id) for c in parse_index(data["index"].read_bytes()).chunks}
+    with Upstream(data["store"], hold_from=5) as upstream:
+        a = Server("chunk-server", ["-s", upstream.url, "--log", "-"])
+        b = Server("chunk-server", ["-s", data["store"], "--log", "-"])
+        try:
+            out = tmp_path / "out"
+            proc = subprocess.Popen([sys.executable, "-m", "desync_ref", "extract", "-n", "1", "-e", "1",
+                                     "-s", f"{a.url}|{b.url}", str(data["index"]), str(out)],
+                                    stderr=subprocess.PIPE)
+            # a has served 5 chunks and waits for the 6th from its upstream
+            assert upstream.wait_hits(6)
+            assert len(served(a.stderr())) == 5
+            assert served(b.stderr()) == []  # b is not used while a answers
+            assert proc.poll() is None
+            a.stop(signal.SIGKILL)
+            upstream.release.set()
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, err.decode()
+            assert out.read_bytes() == data["blob"].read_bytes()
+            from_a, from_b = served(a.stderr()), served(b.stderr())
+            assert len(from_a) == 5 and from_b  # the failover happened mid-extract
+            assert not set(from_a) & set(from_b)
+            assert set(from_a) | set(from_b) == wanted
+        finally:
+            a.stop()
+            b.stop()
 
 
 def test_failover_does_not_skip_missing(data: dict[str, Path], tmp_path: Path) -> None:
@@ -276,43 +292,56 @@ def test_failover_does_not_skip_missing(data: dict[str, Path], tmp_path: Path) -
         assert "not found" in err
 
 
-def test_concurrent_requests_fetch_upstream_once(data: dict[str, Path], tmp_path: Path) -> None:
-    """A slow upstream: 16 simultaneous GETs of one chunk cause a single upstream GET."""
-    import http.server
-    import time
+def _tcp_queues(port: int) -> dict[tuple[int, int], tuple[int, int]]:
+    """Loopback TCP sockets from /proc/net/tcp: (local port, remote port) -> (tx, rx) queue bytes."""
+    found: dict[tuple[int, int], tuple[int, int]] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state, queues = fields[1], fields[2], fields[3], fields[4]
+        if state != "01":  # ESTABLISHED
+            continue
+        ports = int(local.split(":")[1], 16), int(remote.split(":")[1], 16)
+        if port in ports:
+            tx, rx = (int(q, 16) for q in queues.split(":"))
+            found[ports] = (tx, rx)
+    return found
 
+
+def test_concurrent_requests_fetch_upstream_once(data: dict[str, Path]) -> None:
+    """16 GETs of one chunk, all waiting at the chunk-server, cause a single upstream GET.
+
+    The upstream holds its first request until every client request has been delivered
+    to the chunk-server and read by it (its side of each connection has nothing left
+    unread in /proc/net/tcp), so all 16 are in flight together, whatever the timing.
+    """
     cid = first_chunk(data)
     payload = (data["store"] / chunk_path(cid)).read_bytes()
-    hits: list[str] = []
+    clients = 16
+    with Upstream(data["store"], hold_from=0) as upstream, \
+            Server("chunk-server", ["-s", upstream.url]) as srv:
+        request = (f"GET /{chunk_path(cid)} HTTP/1.1\r\nHost: 127.0.0.1:{srv.port}\r\n"
+                   f"Connection: close\r\n\r\n").encode()
+        socks = [socket.create_connection(("127.0.0.1", srv.port), timeout=30) for _ in range(clients)]
+        try:
+            for sock in socks:
+                sock.sendall(request)
+            ports = [sock.getsockname()[1] for sock in socks]
 
-    class Slow(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            time.sleep(0.5)
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            def all_read() -> bool:
+                queues = _tcp_queues(srv.port)
+                return all(queues.get((p, srv.port), (1, 1))[0] == 0
+                           and queues.get((srv.port, p), (1, 1))[1] == 0 for p in ports)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    try:
-        with Server("chunk-server", ["-s", f"http://127.0.0.1:{upstream.server_address[1]}/"]) as srv:
-            results: list[int] = []
-
-            def fetch() -> None:
-                r = urllib3.PoolManager(retries=False).request("GET", srv.url + chunk_path(cid))
-                results.append(r.status if r.data == payload else -1)
-
-            threads = [threading.Thread(target=fetch) for _ in range(16)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            assert results == [200] * 16
-            assert len(hits) == 1
-    finally:
-        upstream.shutdown()
+            assert wait_for(all_read)
+            assert upstream.wait_hits(1)
+            upstream.release.set()
+            bodies = []
+            for sock in socks:
+                response = http.client.HTTPResponse(sock)
+                response.begin()
+                bodies.append((response.status, response.read()))
+        finally:
+            for sock in socks:
+                sock.close()
+        assert bodies == [(200, payload)] * clients
+        assert upstream.hits == ["/" + chunk_path(cid)]
