@@ -29,7 +29,7 @@ def fed_cuts(data: bytes, sizes: ChunkSizes, splits: list[int], batch: int | Non
     chunker = Chunker(sizes, batch=batch)
     chunks = []
     prev = 0
-    for at in sorted(splits) + [len(data)]:
+    for at in [*sorted(splits), len(data)]:
         chunks += chunker.feed(data[prev:at])
         prev = at
     chunks += chunker.finish()
