@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import stat
 import sys
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from typing import Protocol
 
 from desync_ref.errors import InvalidFormat
@@ -32,6 +30,7 @@ from desync_ref.formats.catar_decoder import (
 )
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.operations.chunk_source import ChunkSource
+from desync_ref.operations.parallel import ordered_map
 from desync_ref.stores import Store
 
 
@@ -110,10 +109,23 @@ def _walk_reads(read: Callable[[int], bytes], sink: Sink) -> None:
 
 def walk_index(index: Index, store: Store, sink: Sink, *, workers: int = 4) -> None:
     """Decode the catar that ``index`` describes, its chunks fetched from ``store``."""
+    source = ChunkSource(store, index)
+
+    def fetch(chunk: IndexChunk) -> bytes:
+        data = source.get(chunk)  # decompressed and verified against the chunk id
+        if len(data) != chunk.size:
+            raise InvalidFormat(f"chunk {chunk.id.hex()} has {len(data)} bytes, "
+                                f"the index says {chunk.size}")
+        return data
+
     decoder, walker = CatarDecoder(), TreeWalker(sink)
-    with IndexStream(index, store, workers) as stream:
-        for data in stream:
+    # Chunks are fetched a few ahead (remote stores), at most 2 * workers in memory.
+    blocks = ordered_map(fetch, index.chunks, workers)
+    try:
+        for data in blocks:
             walker.feed(decoder, data)
+    finally:
+        blocks.close()
     walker.feed(decoder, b"")
 
 
@@ -125,44 +137,3 @@ def walk_directory(path: str, flags: int, sink: Sink) -> None:
     decoder, walker = CatarDecoder(), TreeWalker(sink)
     TreeEncoder(CatarWriter(lambda data: walker.feed(decoder, data)), flags).encode(path)
     walker.feed(decoder, b"")
-
-
-class IndexStream:
-    """The chunks of the blob an index describes, in order, fetched and verified a few
-    ahead in a thread pool (for remote stores); memory is bounded by that window."""
-
-    def __init__(self, index: Index, store: Store, workers: int = 4) -> None:
-        self._source = ChunkSource(store, index)
-        self._chunks = iter(index.chunks)
-        self._pool = ThreadPoolExecutor(max_workers=max(1, workers))
-        self._window: deque[Future[bytes]] = deque()
-        self._ahead = max(2, workers * 2)
-
-    def __enter__(self) -> IndexStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[bytes]:
-        while True:
-            while len(self._window) < self._ahead:
-                chunk = next(self._chunks, None)
-                if chunk is None:
-                    break
-                self._window.append(self._pool.submit(self._get, chunk))
-            if not self._window:
-                return
-            yield self._window.popleft().result()
-
-    def _get(self, chunk: IndexChunk) -> bytes:
-        data = self._source.get(chunk)
-        if len(data) != chunk.size:
-            raise InvalidFormat(f"chunk {chunk.id.hex()} has {len(data)} bytes, "
-                                f"the index says {chunk.size}")
-        return data
-
-    def close(self) -> None:
-        for f in self._window:
-            f.cancel()
-        self._pool.shutdown(wait=True, cancel_futures=True)
