@@ -1,8 +1,9 @@
-"""Chunk-size parameters and the streaming driver around the chunker kernel.
+"""Chunk-size parameters and the push-driven chunker driver around the chunker kernel.
 
-Spec: ``spec/chunker.md``. Parameter rules follow casync ``ca_chunker_set_size``
-(``src/cachunker.c``); the ``-m min:avg:max`` syntax in KiB is desync's
-(``cmd/desync/make.go``, ``parseChunkSizeParam``).
+Spec: ``spec/chunker.md`` (§ "Chunk-size parameters", § "The driver"). Parameter rules
+follow casync ``ca_chunker_set_size`` (``src/cachunker.c``); the boundary rule is the
+kernel's (``desync_ref.kernels.chunker.find_cut``). The ``-m`` flag's syntax is parsed in
+``desync_ref.cli.common``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from desync_ref import kernels
-from desync_ref.errors import UsageError
+from desync_ref.errors import InvalidParameter
 from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX, CA_CHUNK_SIZE_LIMIT_MIN
 
 READ_BLOCK = 4 * 1024 * 1024
@@ -32,11 +33,14 @@ class ChunkSizes:
     def __post_init__(self) -> None:
         for name, value in (("min", self.min), ("avg", self.avg), ("max", self.max)):
             if not CA_CHUNK_SIZE_LIMIT_MIN <= value <= CA_CHUNK_SIZE_LIMIT_MAX:
-                raise UsageError(f"chunk size {name} {value} is out of range 1..128MiB")
+                raise InvalidParameter(f"chunk size {name} {value} is out of range 1..128MiB",
+                                       parameter="chunk sizes")
         if self.min > self.avg:
-            raise UsageError("min chunk size must not be greater than avg")
+            raise InvalidParameter("min chunk size must not be greater than avg",
+                                   parameter="chunk sizes")
         if self.avg > self.max:
-            raise UsageError("avg chunk size must not be greater than max")
+            raise InvalidParameter("avg chunk size must not be greater than max",
+                                   parameter="chunk sizes")
 
     @property
     def discriminator(self) -> int:
@@ -57,18 +61,6 @@ class ChunkSizes:
 
 
 DEFAULT_CHUNK_SIZES = ChunkSizes(16 * 1024, 64 * 1024, 256 * 1024)
-
-
-def parse_chunk_sizes(text: str) -> ChunkSizes:
-    """desync's ``-m min:avg:max`` in KiB."""
-    parts = text.split(":")
-    if len(parts) != 3:
-        raise UsageError(f"invalid chunk size '{text}'")
-    try:
-        values = [int(p) * 1024 for p in parts]
-    except ValueError:
-        raise UsageError(f"invalid chunk size '{text}'") from None
-    return ChunkSizes(values[0], values[1], values[2])
 
 
 def iter_cuts(buffer: bytes, sizes: ChunkSizes, *, final: bool, start: int = 0) -> Iterator[int]:
