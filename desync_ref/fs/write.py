@@ -3,7 +3,7 @@
 Spec: ``spec/catar.md`` § "Restoring a tree" and § "Safety". Every node is created
 relative to a directory file descriptor that was itself opened with ``O_NOFOLLOW``, so
 no symlink (from the archive or already in TARGET) is ever followed; names were checked
-by the reader (one component, not ``.``/``..``, no NUL). What is restored and in which
+by the decoder (one component, not ``.``/``..``, no NUL). What is restored and in which
 order follows casync ``src/cadecoder.c`` (owner, then mode, xattrs, ACLs, fcaps, chattr,
 times; a directory's metadata after its children).
 """
