@@ -1,8 +1,9 @@
 """A push-driven, validating catar decoder: bytes in, events out (h11's ``Connection`` shape).
 
-Spec: ``spec/catar.md`` § "Decoding" and § "Safety". What is checked follows what casync's
-decoder refuses (``src/cadecoder.c``: record order, ``CA_FORMAT_*_SIZE_MAX``, file names,
-the GOODBYE table); record layouts are in ``desync_ref.formats.catar``.
+Spec: ``spec/catar.md`` § "Decoding" and § "Safety". The structure checked (record order,
+``CA_FORMAT_*_SIZE_MAX`` from ``src/caformat.h``, file names, the GOODBYE table) is the one
+casync's encoder writes (``src/caencoder.c``) and its decoder parses (``src/cadecoder.c``);
+record layouts are in ``desync_ref.formats.catar``.
 
 The caller hands bytes to ``receive_data`` (``b""`` once the input has ended) and asks
 ``next_event`` for what they complete, getting ``NEED_DATA`` when more input is needed. No
