@@ -1,8 +1,9 @@
-"""Chunk-size parameters and the streaming driver around the chunker kernel.
+"""Chunk-size parameters and the push-driven chunker driver around the chunker kernel.
 
-Spec: ``spec/chunker.md``. Parameter rules follow casync ``ca_chunker_set_size``
-(``src/cachunker.c``); the ``-m min:avg:max`` syntax in KiB is desync's
-(``cmd/desync/make.go``, ``parseChunkSizeParam``).
+Spec: ``spec/chunker.md`` (§ "Chunk-size parameters", § "The driver"). Parameter rules
+follow casync ``ca_chunker_set_size`` (``src/cachunker.c``); the boundary rule is the
+kernel's (``desync_ref.kernels.chunker.find_cut``). The ``-m`` flag's syntax is parsed in
+``desync_ref.cli.common``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from desync_ref import kernels
-from desync_ref.errors import UsageError
+from desync_ref.errors import InvalidParameter
 from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX, CA_CHUNK_SIZE_LIMIT_MIN
 
 READ_BLOCK = 4 * 1024 * 1024
@@ -32,11 +33,14 @@ class ChunkSizes:
     def __post_init__(self) -> None:
         for name, value in (("min", self.min), ("avg", self.avg), ("max", self.max)):
             if not CA_CHUNK_SIZE_LIMIT_MIN <= value <= CA_CHUNK_SIZE_LIMIT_MAX:
-                raise UsageError(f"chunk size {name} {value} is out of range 1..128MiB")
+                raise InvalidParameter(f"chunk size {name} {value} is out of range 1..128MiB",
+                                       parameter="chunk sizes")
         if self.min > self.avg:
-            raise UsageError("min chunk size must not be greater than avg")
+            raise InvalidParameter("min chunk size must not be greater than avg",
+                                   parameter="chunk sizes")
         if self.avg > self.max:
-            raise UsageError("avg chunk size must not be greater than max")
+            raise InvalidParameter("avg chunk size must not be greater than max",
+                                   parameter="chunk sizes")
 
     @property
     def discriminator(self) -> int:
@@ -57,18 +61,6 @@ class ChunkSizes:
 
 
 DEFAULT_CHUNK_SIZES = ChunkSizes(16 * 1024, 64 * 1024, 256 * 1024)
-
-
-def parse_chunk_sizes(text: str) -> ChunkSizes:
-    """desync's ``-m min:avg:max`` in KiB."""
-    parts = text.split(":")
-    if len(parts) != 3:
-        raise UsageError(f"invalid chunk size '{text}'")
-    try:
-        values = [int(p) * 1024 for p in parts]
-    except ValueError:
-        raise UsageError(f"invalid chunk size '{text}'") from None
-    return ChunkSizes(values[0], values[1], values[2])
 
 
 def iter_cuts(buffer: bytes, sizes: ChunkSizes, *, final: bool, start: int = 0) -> Iterator[int]:
@@ -95,19 +87,65 @@ def iter_cuts(buffer: bytes, sizes: ChunkSizes, *, final: bool, start: int = 0) 
         yield end
 
 
+class Chunker:
+    """Push-driven chunker: ``feed`` bytes as they come, ``finish`` at the end; each call
+    returns the chunks it completed as (stream offset, bytes).
+
+    A chunk is cut only once ``max`` bytes past its start are in (or the input ended),
+    which is all ``find_cut`` ever looks at, so the cuts do not depend on how the input
+    is split into ``feed`` calls. Small pieces are collected in a list and joined only
+    when a batch is worth scanning, so feeding many small writes costs no repeated
+    copying; memory is one batch plus the carried-over tail (less than ``max``).
+    """
+
+    def __init__(self, sizes: ChunkSizes, *, batch: int | None = None) -> None:
+        self.sizes = sizes
+        # Scanning starts once this much is pending (any value gives the same cuts).
+        self._batch = batch if batch is not None else max(READ_BLOCK, 2 * sizes.max)
+        self._carry = b""  # the unfinished chunk, from stream offset _offset
+        self._pieces: list[bytes] = []
+        self._pending = 0  # bytes in _carry and _pieces
+        self._offset = 0
+        self._finished = False
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        if self._finished:
+            raise RuntimeError("feed after finish")
+        if not data:
+            return []
+        self._pieces.append(bytes(data))
+        self._pending += len(data)
+        if self._pending < self._batch:
+            return []
+        return self._cut(final=False)
+
+    def finish(self) -> list[tuple[int, bytes]]:
+        """The remaining chunks; the chunker takes no more input after this."""
+        if self._finished:
+            return []
+        self._finished = True
+        return self._cut(final=True)
+
+    def _cut(self, *, final: bool) -> list[tuple[int, bytes]]:
+        if not self._carry and len(self._pieces) == 1:
+            buffer = self._pieces[0]
+        else:
+            buffer = b"".join([self._carry, *self._pieces])
+        self._pieces.clear()
+        chunks = []
+        pos = 0
+        for cut in iter_cuts(buffer, self.sizes, final=final):
+            chunks.append((self._offset + pos, buffer[pos:cut]))
+            pos = cut
+        self._carry = buffer[pos:]
+        self._pending = len(self._carry)
+        self._offset += pos
+        return chunks
+
+
 def iter_chunks(stream: BinaryIO, sizes: ChunkSizes) -> Iterator[tuple[int, bytes]]:
     """(start offset, bytes) of each chunk of the stream, reading it block by block."""
-    carry = b""
-    offset = 0
-    while True:
-        block = stream.read(READ_BLOCK)
-        final = not block
-        buffer = carry + block if carry else block
-        pos = 0
-        for cut in iter_cuts(buffer, sizes, final=final):
-            yield offset + pos, buffer[pos:cut]
-            pos = cut
-        carry = buffer[pos:]
-        offset += pos
-        if final:
-            return
+    chunker = Chunker(sizes)
+    while block := stream.read(READ_BLOCK):
+        yield from chunker.feed(block)
+    yield from chunker.finish()

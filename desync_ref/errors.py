@@ -67,14 +67,3 @@ class IndexMissing(DesyncRefError):
 
 class ProtocolError(DesyncRefError):
     """A peer broke the casync protocol or an HTTP exchange."""
-
-
-# Temporary: chunking.py, operations/tar.py and fs/walk.py still import UsageError from here
-# until they raise the types above; the class lives in cli/usage.py. Loaded on first use so
-# that this module imports nothing above it. Delete once nothing outside cli/ uses it.
-def __getattr__(name: str) -> type[DesyncRefError]:
-    if name == "UsageError":
-        from desync_ref.cli.usage import UsageError
-
-        return UsageError
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,6 @@
-"""formats/catar.py and formats/goodbye.py: SipHash, BST layout, reader checks (spec/catar.md)."""
+"""formats/catar.py, formats/catar_decoder.py and formats/goodbye.py: SipHash, BST layout,
+decoder checks through the pull loop (spec/catar.md). Byte-level decoder cases are in
+tests/test_catar_decoder.py."""
 
 from __future__ import annotations
 
@@ -9,13 +11,14 @@ import struct
 import pytest
 
 from desync_ref.errors import InvalidFormat
-from desync_ref.formats.catar import (
-    CatarReader,
-    CatarWriter,
-    Entry,
+from desync_ref.formats.catar import CatarWriter, Entry
+from desync_ref.formats.catar_decoder import (
+    EndOfArchive,
     EntryEvent,
-    FilenameEvent,
+    FileEndEvent,
     GoodbyeEvent,
+    PayloadEvent,
+    iter_events,
 )
 from desync_ref.formats.constants import CA_FORMAT_FILENAME
 from desync_ref.formats.goodbye import GoodbyeItem, make_bst, siphash24
@@ -58,16 +61,21 @@ def sample() -> bytes:
 
 
 def events(data: bytes) -> list[object]:
-    return list(CatarReader(io.BytesIO(data).read))
+    return list(iter_events(io.BytesIO(data).read))
 
 
 def test_round_trip_events() -> None:
     evs = events(sample())
     kinds = [type(e).__name__ for e in evs]
-    assert kinds == ["EntryEvent", "FilenameEvent", "EntryEvent", "FilenameEvent", "EntryEvent",
-                     "FilenameEvent", "EntryEvent", "GoodbyeEvent"]
-    assert isinstance(evs[1], FilenameEvent) and evs[1].name == b"a"
-    assert isinstance(evs[-1], GoodbyeEvent) and isinstance(evs[0], EntryEvent)
+    assert kinds == ["EntryEvent", "EntryEvent", "PayloadEvent", "FileEndEvent", "EntryEvent",
+                     "PayloadEvent", "FileEndEvent", "EntryEvent", "GoodbyeEvent", "EndOfArchive"]
+    assert isinstance(evs[0], EntryEvent) and evs[0].name is None and evs[0].depth == 0
+    assert isinstance(evs[1], EntryEvent) and evs[1].name == b"a" and evs[1].depth == 1
+    assert isinstance(evs[2], PayloadEvent) and evs[2].data == b"abc"
+    assert isinstance(evs[3], FileEndEvent) and isinstance(evs[-1], EndOfArchive)
+    assert isinstance(evs[7], EntryEvent) and evs[7].name == b"c"
+    assert stat.S_ISFIFO(evs[7].entry.mode)
+    assert isinstance(evs[-2], GoodbyeEvent) and evs[-2].depth == 0
 
 
 @pytest.mark.parametrize("cut", [1, 15, 16, 63, 64, 100, -1, -24])
@@ -123,10 +131,8 @@ def test_absurd_sizes_do_not_allocate() -> None:
     data = bytearray(sample())
     at = data.index(struct.pack("<Q", 0x8B9E1D93D6DCFFC9)) - 8
     data[at:at + 8] = struct.pack("<Q", 1 << 62)
-    reader = CatarReader(io.BytesIO(bytes(data)).read)
     with pytest.raises(InvalidFormat, match="truncated"):
-        for _ in reader:
-            pass
+        events(bytes(data))
 
 
 def test_writer_refuses_bad_names() -> None:

@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from desync_ref import kernels
-from desync_ref.chunking import ChunkSizes, discriminator_from_avg, iter_chunks, parse_chunk_sizes
-from desync_ref.errors import UsageError
+from desync_ref.chunking import ChunkSizes, discriminator_from_avg, iter_chunks
+from desync_ref.cli.common import parse_chunk_sizes
+from desync_ref.cli.usage import UsageError
 from desync_ref.formats.index import parse_index
 from desync_ref.kernels.chunker import BUZHASH_TABLE, WINDOW_SIZE, buzhash, buzhash_roll
 

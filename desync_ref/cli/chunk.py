@@ -10,7 +10,8 @@ import sys
 
 from desync_ref.chunking import iter_chunks
 from desync_ref.cli.common import add_chunk_size_option, add_command, chunk_sizes, make_digest
-from desync_ref.errors import DesyncRefError, UsageError
+from desync_ref.cli.usage import UsageError
+from desync_ref.errors import DesyncRefError
 from desync_ref.formats.chunk import digest_function
 
 

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, TextIO
 
-from desync_ref.chunking import DEFAULT_CHUNK_SIZES, ChunkSizes, parse_chunk_sizes
+from desync_ref.chunking import DEFAULT_CHUNK_SIZES, ChunkSizes
 from desync_ref.cli.usage import UsageError
 from desync_ref.config import Config, apply_entry, load_config
+from desync_ref.errors import InvalidParameter
 from desync_ref.formats.chunk import DIGEST_SHA512_256, DIGESTS, Digest, digest_function
 from desync_ref.formats.index import Index
 from desync_ref.operations.files import read_index
@@ -105,6 +106,22 @@ def print_json(value: object, out: TextIO) -> None:
     """desync's ``printJSON`` (``cmd/desync/main.go``): two-space indent, then a newline."""
     out.write(json.dumps(value, indent=2))
     out.write("\n")
+
+
+def parse_chunk_sizes(text: str) -> ChunkSizes:
+    """desync's ``-m min:avg:max`` in KiB (``cmd/desync/make.go``, ``parseChunkSizeParam``);
+    sizes the chunker refuses are a usage error of the flag, with the chunker's message."""
+    parts = text.split(":")
+    if len(parts) != 3:
+        raise UsageError(f"invalid chunk size '{text}'")
+    try:
+        values = [int(p) * 1024 for p in parts]
+    except ValueError:
+        raise UsageError(f"invalid chunk size '{text}'") from None
+    try:
+        return ChunkSizes(values[0], values[1], values[2])
+    except InvalidParameter as exc:
+        raise UsageError(str(exc)) from None
 
 
 def add_chunk_size_option(parser: argparse.ArgumentParser) -> None:

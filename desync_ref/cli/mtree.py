@@ -15,10 +15,10 @@ from desync_ref.cli.common import (
     source_store,
     workers,
 )
-from desync_ref.errors import UsageError
+from desync_ref.cli.usage import UsageError
 from desync_ref.formats.mtree import MtreeSink
 from desync_ref.operations.tar import archive_flags
-from desync_ref.operations.untar import archive_reader, directory_reader, walk
+from desync_ref.operations.untar import walk_directory, walk_file, walk_index
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -41,20 +41,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-i can't be used with input directory")
     sink = MtreeSink(sys.stdout, make_digest(args))
     if is_dir:
-        with directory_reader(args.input, archive_flags(digest=make_digest(args))) as reader:
-            walk(reader, sink)
+        walk_directory(args.input, archive_flags(digest=make_digest(args)), sink)
     elif args.index:
         index = load_index(args, args.input)
         store = source_store(args, index)
         try:
-            with archive_reader(args.input, index=index, store=store,
-                                workers=workers(args)) as reader:
-                walk(reader, sink)
+            walk_index(index, store, sink, workers=workers(args))
         finally:
             store.close()
     else:
         if not os.path.exists(args.input):
             raise UsageError(f"{args.input}: no such file or directory")
-        with archive_reader(args.input) as reader:
-            walk(reader, sink)
+        walk_file(args.input, sink)
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import BinaryIO
+from collections.abc import Callable, Iterable
 
 from desync_ref.cli.common import (
     add_chunk_size_option,
@@ -17,7 +17,8 @@ from desync_ref.cli.common import (
     make_workers,
     store_options,
 )
-from desync_ref.errors import UsageError
+from desync_ref.cli.usage import UsageError
+from desync_ref.formats.constants import FEATURE_FLAG_NAMES
 from desync_ref.formats.tarstream import write_catar_from_tar
 from desync_ref.fs.atomic import atomic_output
 from desync_ref.operations.files import STDIO, write_index_file
@@ -52,29 +53,43 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
+def parse_flag_names(names: Iterable[str]) -> int:
+    """The bits of casync feature-flag names (each value may list several, comma-separated)."""
+    value = 0
+    for name in names:
+        for part in name.split(","):
+            bit = FEATURE_FLAG_NAMES.get(part.strip())
+            if bit is None:
+                raise UsageError(f"unknown feature flag '{part}' (casync's names: "
+                                 f"{', '.join(sorted(FEATURE_FLAG_NAMES))})")
+            value |= bit
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     if args.index and not args.store:
         raise UsageError("-i requires a store (-s <location>)")
     if args.store and not args.index:
         raise UsageError("-s is only used with -i")
-    flags = archive_flags(args.with_flags, args.without_flags, digest=make_digest(args),
-                          one_file_system=args.one_file_system)
+    with_bits = parse_flag_names(args.with_flags)
+    flags = archive_flags(with_bits, parse_flag_names(args.without_flags),
+                          digest=make_digest(args), one_file_system=args.one_file_system)
 
-    def produce(out: BinaryIO) -> None:
+    def produce(write: Callable[[bytes], object]) -> None:
         if args.input_format == "tar":
             source = sys.stdin.buffer if args.source == STDIO else None
-            write_catar_from_tar(args.source, out, flags, stream=source,
+            write_catar_from_tar(args.source, write, flags, stream=source,
                                  no_time=args.no_time, add_root=args.tar_add_root)
         else:
-            write_catar(args.source, out, flags, no_time=args.no_time)
+            write_catar(args.source, write, flags, no_time=args.no_time)
 
     if not args.index:
         if args.output == STDIO:
-            produce(sys.stdout.buffer)
+            produce(sys.stdout.buffer.write)
             sys.stdout.buffer.flush()
         else:
             with atomic_output(args.output) as out:
-                produce(out)
+                produce(out.write)
         return 0
     store = open_write_store(args.store, store_options(args))
     try:

@@ -16,11 +16,11 @@ from desync_ref.cli.common import (
     source_store,
     workers,
 )
-from desync_ref.errors import UsageError
+from desync_ref.cli.usage import UsageError
 from desync_ref.formats.gnutar import GnuTarSink
 from desync_ref.fs.atomic import atomic_output
 from desync_ref.fs.write import DiskSink
-from desync_ref.operations.untar import Sink, archive_reader, walk
+from desync_ref.operations.untar import Sink, walk_file, walk_index
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,14 +43,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _untar(args: argparse.Namespace, sink: Sink) -> None:
     if not args.index:
-        with archive_reader(args.archive) as reader:
-            walk(reader, sink)
+        walk_file(args.archive, sink)
         return
     index = load_index(args, args.archive)
     store = source_store(args, index)
     try:
-        with archive_reader(args.archive, index=index, store=store, workers=workers(args)) as reader:
-            walk(reader, sink)
+        walk_index(index, store, sink, workers=workers(args))
     finally:
         store.close()
 

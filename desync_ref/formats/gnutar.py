@@ -11,7 +11,6 @@ PAX header with ``SCHILY.xattr.*`` records; fifos and sockets are skipped, as de
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
 from typing import BinaryIO, Final
 
 from desync_ref.formats.catar import Entry
@@ -68,6 +67,7 @@ def _header(name: bytes, typeflag: bytes, mode: int, uid: int, gid: int, size: i
 class GnuTarSink:
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
+        self._size = 0  # of the regular file being written
 
     def _long(self, kind: bytes, value: bytes) -> None:
         data = value + b"\0"
@@ -110,12 +110,16 @@ class GnuTarSink:
     def end_directory(self, path: list[bytes], e: Entry) -> None:
         pass
 
-    def file(self, path: list[bytes], e: Entry, blocks: Iterator[bytes]) -> None:
+    def begin_file(self, path: list[bytes], e: Entry) -> None:
         self._entry(path, e, b"0", e.size)
-        for block in blocks:
-            self.out.write(block)
-        if e.size % BLOCK:
-            self.out.write(bytes(BLOCK - e.size % BLOCK))
+        self._size = e.size
+
+    def file_data(self, data: bytes) -> None:
+        self.out.write(data)
+
+    def end_file(self) -> None:
+        if self._size % BLOCK:
+            self.out.write(bytes(BLOCK - self._size % BLOCK))
 
     def other(self, path: list[bytes], e: Entry) -> None:
         kind = stat.S_IFMT(e.mode)

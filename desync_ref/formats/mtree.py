@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import stat
-from collections.abc import Iterator
 from typing import TextIO
 
 from desync_ref.formats.catar import Entry
@@ -29,6 +28,7 @@ class MtreeSink:
     def __init__(self, out: TextIO, digest: str = DIGEST_SHA512_256) -> None:
         self.out = out
         self.digest = digest
+        self._file: tuple[list[bytes], Entry, hashlib._Hash]
         out.write("#mtree v1.0\n")
 
     def _line(self, path: list[bytes], attrs: list[str]) -> None:
@@ -45,12 +45,16 @@ class MtreeSink:
     def end_directory(self, path: list[bytes], e: Entry) -> None:
         pass
 
-    def file(self, path: list[bytes], e: Entry, blocks: Iterator[bytes]) -> None:
+    def begin_file(self, path: list[bytes], e: Entry) -> None:
         sha256 = self.digest != DIGEST_SHA512_256
-        h = hashlib.sha256() if sha256 else hashlib.new("sha512_256")
-        for block in blocks:
-            h.update(block)
-        key = "sha256digest" if sha256 else "sha512256digest"
+        self._file = (path, e, hashlib.sha256() if sha256 else hashlib.new("sha512_256"))
+
+    def file_data(self, data: bytes) -> None:
+        self._file[2].update(data)
+
+    def end_file(self) -> None:
+        path, e, h = self._file
+        key = "sha256digest" if self.digest != DIGEST_SHA512_256 else "sha512256digest"
         self._line(path, ["type=file", f"mode={e.mode & 0o777:04o}", *self._ids(e),
                           f"size={e.size}", _time(e.mtime, True), f"{key}={h.hexdigest()}"])
 

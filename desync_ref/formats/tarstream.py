@@ -12,6 +12,7 @@ from __future__ import annotations
 import stat
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO
 
@@ -154,13 +155,15 @@ def _encode(w: CatarWriter, node: _Node, flags: int, spool: BinaryIO, no_time: b
         w.end_dir()
 
 
-def write_catar_from_tar(source: str, out: BinaryIO, flags: int, *, stream: IO[bytes] | None = None,
-                         no_time: bool = False, add_root: bool = False) -> int:
-    """Encode the tar stream (file ``source`` or ``stream``) as a catar into ``out``.
+def write_catar_from_tar(source: str, write: Callable[[bytes], object], flags: int, *,
+                         stream: IO[bytes] | None = None, no_time: bool = False,
+                         add_root: bool = False) -> int:
+    """Encode the tar stream (file ``source`` or ``stream``) as a catar, handing the bytes
+    to ``write``.
 
     The root directory is the stream's ``.`` entry if it has one, else (and always with
     ``add_root``, as in desync) a directory 0755 owned by 0:0 with mtime 0."""
-    writer = CatarWriter(out.write)
+    writer = CatarWriter(write)
     with tempfile.TemporaryFile() as spool:
         if stream is None:
             with open(source, "rb") as f:

@@ -19,7 +19,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from desync_ref.errors import DesyncRefError, UsageError
+from desync_ref.errors import DesyncRefError, UnsupportedEntry
 from desync_ref.formats import constants as c
 from desync_ref.formats.catar import CatarWriter, Entry
 from desync_ref.formats.flag_rules import (
@@ -96,12 +96,12 @@ class TreeEncoder:
     def _entry(self, fd: int | None, st: os.stat_result, parent: int, name: bytes) -> Entry:
         flags, mode = self.flags, st.st_mode
         if not type_allowed(flags, mode):
-            raise UsageError(f"{os.fsdecode(name) or '.'}: node type not allowed by the flags")
+            raise UnsupportedEntry(f"{os.fsdecode(name) or '.'}: node type not allowed by the flags")
         mtime = 0 if self.no_time else fixup_mtime(flags, st.st_mtime_ns)
         e = Entry(flags, fixup_mode(flags, mode), mtime=mtime)
         if flags & c.CA_FORMAT_WITH_UIDS:
             if flags & c.CA_FORMAT_WITH_16BIT_UIDS and (st.st_uid > 0xFFFF or st.st_gid > 0xFFFF):
-                raise UsageError(f"{os.fsdecode(name)}: uid/gid does not fit 16 bits")
+                raise UnsupportedEntry(f"{os.fsdecode(name)}: uid/gid does not fit 16 bits")
             e.uid, e.gid = st.st_uid, st.st_gid
         if flags & c.CA_FORMAT_WITH_USER_NAMES:
             e.user, e.group = self.names.user(st.st_uid), self.names.group(st.st_gid)
@@ -190,7 +190,7 @@ class TreeEncoder:
         names = sorted(os.fsencode(n) for n in os.listdir(fd))
         dev = os.fstat(fd).st_dev
         if self.flags & c.CA_FORMAT_EXCLUDE_FILE and b".caexclude" in names:
-            raise UsageError(".caexclude files are not supported (use --without exclude-file "
+            raise UnsupportedEntry(".caexclude files are not supported (use --without exclude-file "
                              "semantics of casync: remove the file)")
         for name in names:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)

@@ -3,7 +3,7 @@
 Spec: ``spec/catar.md`` § "Restoring a tree" and § "Safety". Every node is created
 relative to a directory file descriptor that was itself opened with ``O_NOFOLLOW``, so
 no symlink (from the archive or already in TARGET) is ever followed; names were checked
-by the reader (one component, not ``.``/``..``, no NUL). What is restored and in which
+by the decoder (one component, not ``.``/``..``, no NUL). What is restored and in which
 order follows casync ``src/cadecoder.c`` (owner, then mode, xattrs, ACLs, fcaps, chattr,
 times; a directory's metadata after its children).
 """
@@ -16,7 +16,6 @@ import fcntl
 import os
 import stat
 import struct
-from collections.abc import Iterator
 
 from desync_ref.errors import DesyncRefError
 from desync_ref.formats import constants as c
@@ -35,6 +34,7 @@ class DiskSink:
         os.makedirs(target, exist_ok=True)
         self.root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.fds: list[int] = []
+        self._file: tuple[int, bytes, Entry] | None = None  # (fd, name, entry) being written
         self.same_owner = same_owner and os.geteuid() == 0
         self.same_permissions = same_permissions
         self.umask = current_umask()
@@ -136,14 +136,22 @@ class DiskSink:
         finally:
             os.close(fd)
 
-    def file(self, path: list[bytes], e: Entry, blocks: Iterator[bytes]) -> None:
+    def begin_file(self, path: list[bytes], e: Entry) -> None:
         name = path[-1]
         self._clear(name, keep_dir=False)
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600, dir_fd=self._parent())
+        self._file = (fd, name, e)
+
+    def file_data(self, data: bytes) -> None:
+        assert self._file is not None
+        _write_all(self._file[0], data)
+
+    def end_file(self) -> None:
+        assert self._file is not None
+        fd, name, e = self._file
+        self._file = None
         try:
-            for block in blocks:
-                os.write(fd, block) if len(block) < 65536 else _write_all(fd, block)
             self._meta(fd, name, e)
         finally:
             os.close(fd)
@@ -163,6 +171,9 @@ class DiskSink:
         self._meta(None, name, e)
 
     def close(self) -> None:
+        if self._file is not None:
+            os.close(self._file[0])
+            self._file = None
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()

@@ -18,12 +18,13 @@ from __future__ import annotations
 import bisect
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from desync_ref.chunking import ChunkSizes, iter_chunks
+from desync_ref.chunking import READ_BLOCK, Chunker, ChunkSizes, iter_chunks
 from desync_ref.formats.chunk import DIGEST_SHA512_256, digest_function
 from desync_ref.formats.constants import CA_FORMAT_BLOB_INDEX_FLAGS, CA_FORMAT_SHA512_256
 from desync_ref.formats.index import Index, IndexChunk
@@ -149,18 +150,78 @@ def _join(ends: list[int], ids: list[bytes], span: SpanResult) -> bool:
     return False
 
 
+class StreamIndexer:
+    """Push-driven make: ``feed`` a blob's bytes as they come, ``finish`` for the index.
+
+    Chunks are cut by the chunker driver, hashed and (if new) stored on up to ``workers``
+    threads with at most ``2 * workers`` chunks in flight, so memory stays flat however
+    long the stream is. ``close`` drops the work in flight (after an error).
+    """
+
+    def __init__(self, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
+                 store: WriteStore | None = None, workers: int = 1) -> None:
+        self._sizes, self._digest_name, self._store = sizes, digest, store
+        self._digest = digest_function(digest)
+        self._chunker = Chunker(sizes)
+        self._workers = max(1, workers)
+        self._pool = ThreadPoolExecutor(self._workers) if self._workers > 1 else None
+        self._window: deque[Future[tuple[int, int, bytes, bool]]] = deque()
+        self._ends: list[int] = []
+        self._ids: list[bytes] = []
+        self._created: set[bytes] = set()
+
+    def _process(self, start: int, data: bytes) -> tuple[int, int, bytes, bool]:
+        chunk_id = self._digest(data)
+        return start, len(data), chunk_id, _store_new(chunk_id, data, self._store)
+
+    def _record(self, result: tuple[int, int, bytes, bool]) -> None:
+        start, size, chunk_id, new = result
+        self._ends.append(start + size)
+        self._ids.append(chunk_id)
+        if new:
+            self._created.add(chunk_id)
+
+    def _add(self, chunks: list[tuple[int, bytes]]) -> None:
+        for start, data in chunks:
+            if self._pool is None:
+                self._record(self._process(start, data))
+                continue
+            self._window.append(self._pool.submit(self._process, start, data))
+            if len(self._window) >= 2 * self._workers:
+                self._record(self._window.popleft().result())
+
+    def feed(self, data: bytes) -> None:
+        self._add(self._chunker.feed(data))
+
+    def finish(self) -> tuple[Index, MakeStats]:
+        try:
+            self._add(self._chunker.finish())
+            while self._window:
+                self._record(self._window.popleft().result())
+        finally:
+            self.close()
+        return _finish(self._ends, self._ids, self._created, self._sizes, self._digest_name,
+                       self._store)
+
+    def close(self) -> None:
+        for future in self._window:
+            future.cancel()
+        self._window.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def make_index_from_stream(stream: BinaryIO, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
                            store: WriteStore | None = None, workers: int = 1) -> tuple[Index, MakeStats]:
     """Index of a stream read once, front to back (a pipe, or a file too small to split)."""
-    ends: list[int] = []
-    ids: list[bytes] = []
-    created: set[bytes] = set()
-    for start, size, chunk_id, new in _serial(stream, 0, sizes, digest, store, workers):
-        ends.append(start + size)
-        ids.append(chunk_id)
-        if new:
-            created.add(chunk_id)
-    return _finish(ends, ids, created, sizes, digest, store)
+    indexer = StreamIndexer(sizes, digest=digest, store=store, workers=workers)
+    try:
+        while block := stream.read(READ_BLOCK):
+            indexer.feed(block)
+    except BaseException:
+        indexer.close()
+        raise
+    return indexer.finish()
 
 
 def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
