@@ -42,6 +42,8 @@ CHUNKER = ("tests/test_core_chunker.py",)
 MAKE = ("tests/test_core_make_extract.py",)
 INDEX = ("tests/test_formats_malformed.py", "tests/test_core_index.py")
 STORES = ("tests/test_stores_compose.py", "tests/test_core_make_extract.py")
+TAR = ("tests/test_tar_casync.py",)
+UNTAR = ("tests/test_tar_casync.py", "tests/test_tar_golden.py")
 
 MUTATIONS: tuple[Mutation, ...] = (
     Mutation("chunker: first cut possible one byte after min", "desync_ref/kernels/chunker.py",
@@ -98,6 +100,29 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("read-only flag set keeps files writable by owner", "desync_ref/formats/flag_rules.py",
              "(0o555 if is_dir else 0o444)", "(0o555 if is_dir else 0o644)",
              ("tests/test_tar_casync.py",)),
+    Mutation("tar: xattrs of the tree left out of the archive", "desync_ref/fs/walk.py",
+             "e.xattrs.append((name, value))", "pass", TAR),
+    Mutation("tar: children not in strcmp order", "desync_ref/fs/walk.py",
+             "names = sorted(os.fsencode(n) for n in os.listdir(fd))",
+             "names = sorted((os.fsencode(n) for n in os.listdir(fd)), reverse=True)", TAR),
+    Mutation("catar writer: fcaps record before SELinux", "desync_ref/formats/catar.py",
+             "    if e.selinux is not None:\n        parts.append(_string_record(CA_FORMAT_SELINUX, e.selinux))\n"
+             "    if e.fcaps is not None:\n        parts.append(HEADER.pack(HEADER.size + len(e.fcaps), CA_FORMAT_FCAPS) + e.fcaps)\n",
+             "    if e.fcaps is not None:\n        parts.append(HEADER.pack(HEADER.size + len(e.fcaps), CA_FORMAT_FCAPS) + e.fcaps)\n"
+             "    if e.selinux is not None:\n        parts.append(_string_record(CA_FORMAT_SELINUX, e.selinux))\n",
+             ("tests/test_catar_records.py", "tests/test_tar_casync.py")),
+    Mutation("catar reader: accepts a FILENAME of '..'", "desync_ref/formats/catar.py",
+             'name not in (b".", b"..")', 'name not in (b".",)',
+             ("tests/test_catar_decoder.py", "tests/test_tar_safety.py")),
+    Mutation("untar: file modes not restored", "desync_ref/fs/write.py",
+             "os.fchmod(fd, self._mode(e))", "pass", UNTAR),
+    Mutation("untar: xattrs not restored", "desync_ref/fs/write.py",
+             "os.setxattr(fd, xname, value)", "pass", UNTAR),
+    Mutation("parallel make: joins one cut past the shared one", "desync_ref/operations/make.py",
+             "at = span.ends.index(ends[n])", "at = span.ends.index(ends[n]) + 1",
+             ("tests/test_parallel_make.py",)),
+    Mutation("mtree: spaces in names not escaped", "desync_ref/formats/mtree.py",
+             'b in b"\\\\# "', 'b in b"\\\\#"', ("tests/test_mtree.py",)),
 )
 
 

@@ -232,6 +232,22 @@ def test_bad_inputs_fail_cleanly(tmp_path: Path) -> None:
     assert not (tmp_path / "y.caibx").exists()
 
 
+def _processes_mentioning(text: str) -> list[int]:
+    """Pids of live (not zombie) processes whose command line contains ``text``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if text in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
 def test_killed_make_leaves_only_whole_chunks(tmp_path: Path) -> None:
 
     src = tmp_path / "big"
@@ -245,6 +261,11 @@ def test_killed_make_leaves_only_whole_chunks(tmp_path: Path) -> None:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # Its worker processes die with it instead of writing on into the store.
+    deadline = time.monotonic() + 10
+    while _processes_mentioning(str(src)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_mentioning(str(src)) == []
     chunks = list((tmp_path / "s").glob("*/*.cacnk"))
     assert len(chunks) >= 200
     assert not (tmp_path / "x.caibx").exists()

@@ -82,6 +82,10 @@ def _chunk_ids(store_dir: Path) -> set[str]:
     return {p.name.removesuffix(".cacnk") for p in store_dir.glob("*/*.cacnk")}
 
 
+def _prefix_dirs(store_dir: Path) -> set[str]:
+    return {p.name for p in store_dir.iterdir() if p.is_dir()}
+
+
 class CasyncMade:
     """casync's index and store of each large input, made once per module on first use."""
 
@@ -122,6 +126,8 @@ def test_parallel_make_equals_casync(casync_made: CasyncMade, tmp_path: Path, ki
     assert encode_index(index) == casync_index
     _off_grid_where_meant(kind, index)
     assert _chunk_ids(tmp_path / "store") == casync_ids
+    # ... and no prefix directory that casync's store lacks (left by undone speculative writes)
+    assert _prefix_dirs(tmp_path / "store") == {i[:4] for i in casync_ids}
     assert {c.id.hex() for c in index.chunks} == casync_ids
     assert stats.bytes == LARGE
 

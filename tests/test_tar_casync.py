@@ -201,14 +201,8 @@ def test_complex_round_trip(casync: str, peer: Path, tmp_path: Path) -> None:
     assert_same_tree(tmp_path / "out", tmp_path / "theirs")
 
 
-OLD_ARCHIVE_BUG = ("desync_ref bug: untar does not restore xattrs (here SELinux labels) of "
-                   "symlinks and device nodes; casync does")
-
-
 @pytest.mark.parametrize("owner", ["same-owner", "no-same-owner"])
-@pytest.mark.parametrize("name", [
-    pytest.param("flat", marks=pytest.mark.xfail(strict=True, reason=OLD_ARCHIVE_BUG)),
-    "nested", "flatdir"])
+@pytest.mark.parametrize("name", ["flat", "nested", "flatdir"])
 def test_untar_old_casync_archives(casync: str, peer: Path, tmp_path: Path, name: str,
                                    owner: str) -> None:
     """desync's archives from an old casync (user names, SELinux labels, FAT flags):

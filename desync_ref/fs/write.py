@@ -99,6 +99,16 @@ class DiskSink:
             if e.feature_flags & c.CA_FORMAT_WITH_CHATTR:
                 _set_chattr(fd, flags_to_chattr(e.flags & e.feature_flags),
                             flags_to_chattr(e.feature_flags))
+        elif parent is not None:
+            # Nodes we do not open (symlinks, devices, fifos, sockets) get their xattrs and
+            # label by path without following it, as casync's lsetxattr does: the parent is
+            # reached through its fd, and the name is one checked component.
+            path = f"/proc/self/fd/{parent}/".encode() + name
+            for xname, value in e.xattrs:
+                os.setxattr(path, xname, value, follow_symlinks=False)
+            if e.selinux is not None:
+                with contextlib.suppress(OSError):
+                    os.setxattr(path, "security.selinux", e.selinux + b"\0", follow_symlinks=False)
         if time_granularity(e.feature_flags) is not None:
             times = (e.mtime, e.mtime)
             if fd is not None:

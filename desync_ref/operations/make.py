@@ -16,8 +16,10 @@ runs of zeros cut, so all-zero input re-synchronises at once.
 from __future__ import annotations
 
 import bisect
+import ctypes
 import multiprocessing
 import os
+import signal
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -35,6 +37,8 @@ from desync_ref.stores import Chunk, WriteStore
 MIN_SPAN = 16 * 1024 * 1024
 # How far past its span a worker keeps chunking while looking for the shared cut.
 LOOKAHEAD_CHUNKS = 16
+# prctl option that sends the caller a signal when its parent dies (linux/prctl.h).
+PR_SET_PDEATHSIG = 1
 
 
 def blob_index_flags(digest: str) -> int:
@@ -234,12 +238,22 @@ def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
             return make_index_from_stream(source, sizes, digest=digest, store=store, workers=workers)
         bounds = [*starts[1:], length]
         context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_chunk_span, path, s, e, sizes, digest, store)
                        for s, e in zip(starts, bounds, strict=True)]
             spans = [f.result() for f in futures]
         ends, ids, created = _splice(spans, length, source, sizes, digest, store)
     return _finish(ends, ids, created, sizes, digest, store)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker start-up: a SIGKILLed make must not leave its workers running (they would
+    keep writing chunks into the store with nobody to undo them)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def _finish(ends: list[int], ids: list[bytes], created: set[bytes], sizes: ChunkSizes,

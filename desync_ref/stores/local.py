@@ -107,8 +107,7 @@ class LocalStore:
         target = self.chunk_path(chunk.id)
         payload = chunk.data() if self.uncompressed else chunk.compressed()
         try:
-            target.parent.mkdir(exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=TMP_CHUNK_PREFIX, dir=target.parent)
+            fd, tmp_name = self._temp_file_beside(target)
             try:
                 with os.fdopen(fd, "wb") as tmp:
                     tmp.write(payload)
@@ -120,9 +119,28 @@ class LocalStore:
         except OSError as exc:
             raise StoreError(f"cannot write chunk {chunk.id.hex()} to {self}: {exc.strerror}") from None
 
+    @staticmethod
+    def _temp_file_beside(target: Path) -> tuple[int, str]:
+        """A temp file in the target's prefix directory, creating the directory. Another
+        writer's remove_chunk or prune may remove an empty prefix directory between our
+        mkdir and our mkstemp; then it is made again (once the temp file exists the
+        directory is not empty and stays)."""
+        for _ in range(8):
+            target.parent.mkdir(exist_ok=True)
+            try:
+                return tempfile.mkstemp(prefix=TMP_CHUNK_PREFIX, dir=target.parent)
+            except FileNotFoundError:
+                continue
+        return tempfile.mkstemp(prefix=TMP_CHUNK_PREFIX, dir=target.parent)
+
     def remove_chunk(self, chunk_id: bytes) -> None:
+        path = self.chunk_path(chunk_id)
         with contextlib.suppress(FileNotFoundError):
-            self.chunk_path(chunk_id).unlink()
+            path.unlink()
+        # A prefix directory emptied by this removal goes too, so undoing make's
+        # speculative writes leaves the store casync would have written.
+        with contextlib.suppress(OSError):  # not empty, already gone, or raced by a writer
+            path.parent.rmdir()
 
     def chunk_ids(self) -> Iterator[bytes]:
         for _, chunk_id in self._chunk_files():
