@@ -13,9 +13,15 @@ from pathlib import Path
 from typing import Any
 
 from conformance.framework import Checks, Context, Prereq, Task
-from conformance.inputs import generate_blob
 from conformance.oracle import compare_file, compare_index, success_problem, verify_store
-from fixtures.cases import Case, golden_index_path, golden_store_path, parse_index, sha256_hex
+from fixtures.cases import (
+    Case,
+    generate_blob,
+    golden_index_path,
+    golden_store_path,
+    parse_index,
+    sha256_hex,
+)
 
 GOLDEN_SUBS = ["make", "store", "extract", "casync-fresh", "impl-extracts-casync",
                "casync-extracts-impl"]
@@ -27,7 +33,7 @@ def golden_task(case: Case, entry: dict[str, Any]) -> Task:
         blob = generate_blob(case)
         if sha256_hex(blob) != entry["blob_sha256"]:
             raise Prereq("regenerated blob differs from the manifest's (generator drift in "
-                         "fixtures/blobs.py or conformance/inputs.py?); rerun make fixtures")
+                         "fixtures/blobs.py or fixtures/buzhash.py?); rerun make fixtures")
         blob_path = work / "blob"
         blob_path.write_bytes(blob)
         golden = golden_index_path(case).read_bytes()

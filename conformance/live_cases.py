@@ -11,10 +11,9 @@ import random
 from pathlib import Path
 
 from conformance.framework import Checks, Context, Prereq, Task
-from conformance.inputs import generate_blob
 from conformance.oracle import compare_file, compare_index, success_problem, verify_store
 from fixtures import blobs
-from fixtures.cases import Case, ChunkSet, parse_index
+from fixtures.cases import Case, ChunkSet, generate_blob, parse_index
 
 LIVE_SUBS = ["make", "store", "impl-extracts-casync", "casync-extracts-impl"]
 

@@ -66,8 +66,7 @@ def test_missing_components(tmp_path: Path, require: bool) -> None:
 def test_suite_does_not_import_desync_ref() -> None:
     code = ("import sys\n"
             "from conformance import cli, suite, test_conformance\n"
-            "from conformance.inputs import generate_blob\n"
-            "from fixtures.cases import load_cases, sha256_hex\n"
+            "from fixtures.cases import generate_blob, load_cases, sha256_hex\n"
             "case, entry = next((c, e) for c, e in load_cases() if c.name == 'cs4k_mincut_crafted')\n"
             "assert sha256_hex(generate_blob(case)) == entry['blob_sha256']\n"
             "loaded = sorted(m for m in sys.modules if m.split('.')[0] == 'desync_ref')\n"
