@@ -76,7 +76,7 @@ CATAR_CASES: dict[str, tuple[Node, str]] = {
     "dotdot": (("dir", [(b"..", ("dir", [(b"canary", ("dir", [(b"x", FILE)]))]))]),
                "invalid file name b'..'"),
     "slash-into-canary": (("dir", [(b"../canary/x", FILE)]), "invalid file name b'../canary/x'"),
-    "absolute": (("dir", [(b"/tmp/x", FILE)]), "invalid file name b'/tmp/x'"),
+    "absolute-into-canary": (("dir", [(b"CANARY/x", FILE)]), "invalid file name b'/"),
     "nul": (("dir", [(b"a\0b", FILE)]), "FILENAME is not a NUL-terminated string"),
     "long-name": (("dir", [(b"n" * 256, FILE)]), "has an invalid size 273"),
     "empty-name": (("dir", [(b"", FILE)]), "FILENAME is not a NUL-terminated string"),
@@ -99,12 +99,14 @@ CATAR_CASES: dict[str, tuple[Node, str]] = {
 
 
 def with_canary(node: Node, canary_dir: Path) -> Node:
-    """The node with symlink targets' ``CANARY`` made the canary's absolute path."""
+    """The node with ``CANARY`` in names and symlink targets made the canary's absolute path."""
     kind, value = node
+    path = os.fsencode(canary_dir)
     if kind == "link":
-        return kind, value.replace(b"CANARY", os.fsencode(canary_dir))
+        return kind, value.replace(b"CANARY", path)
     if kind == "dir":
-        return kind, [(name, with_canary(child, canary_dir)) for name, child in value]
+        return kind, [(name.replace(b"CANARY", path), with_canary(child, canary_dir))
+                      for name, child in value]
     return node
 
 
