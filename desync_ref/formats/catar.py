@@ -35,6 +35,8 @@ from desync_ref.formats.constants import (
     CA_FORMAT_SELINUX,
     CA_FORMAT_SYMLINK,
     CA_FORMAT_USER,
+    CA_FORMAT_WITH_16BIT_UIDS,
+    CA_FORMAT_WITH_32BIT_UIDS,
     CA_FORMAT_XATTR,
 )
 from desync_ref.formats.goodbye import GoodbyeItem, encode_goodbye, siphash24
@@ -81,6 +83,38 @@ META_RANK: Final[dict[int, int]] = {
     CA_FORMAT_FCAPS: 11,
     CA_FORMAT_QUOTA_PROJID: 12,
 }
+# Value ranges casync's decoder accepts (cadecoder.c, validate_major, validate_minor,
+# validate_uid_gid, validate_acl_permissions, validate_format_quota_projid): what Linux can
+# mean by a device number, an owner (``(uid_t) -1`` is "leave unchanged"), rwx bits, a
+# project id.
+MAJOR_LIMIT: Final = 1 << 12
+MINOR_LIMIT: Final = 1 << 20
+ACL_PERMISSION_BITS: Final = 0o7
+PROJID_MAX: Final = 0xFFFFFFFF
+_U64: Final = 1 << 64
+
+
+def id_max(feature_flags: int) -> int:
+    """Largest uid/gid an archive with these flags can hold; 0 if it stores none."""
+    if feature_flags & CA_FORMAT_WITH_16BIT_UIDS:
+        return 0xFFFF
+    if feature_flags & CA_FORMAT_WITH_32BIT_UIDS:
+        return 0xFFFFFFFE
+    return 0
+
+
+def mtime_to_u64(ns: int) -> int:
+    """An mtime as the ENTRY field holds it: times before 1970 as the two's complement, as
+    casync's ``timespec_to_nsec`` (``src/time-util.h``) leaves them."""
+    return ns % _U64
+
+
+def mtime_from_u64(raw: int) -> int:
+    """The ENTRY field as a signed time, as desync reads it (``format.go``,
+    ``time.Unix(0, int64(mtime))``)."""
+    return raw - _U64 if raw >= _U64 >> 1 else raw
+
+
 REPEATABLE: Final = frozenset(
     {CA_FORMAT_XATTR, CA_FORMAT_ACL_USER, CA_FORMAT_ACL_GROUP,
      CA_FORMAT_ACL_DEFAULT_USER, CA_FORMAT_ACL_DEFAULT_GROUP}
@@ -105,7 +139,7 @@ class Entry:
     flags: int = 0
     uid: int = 0
     gid: int = 0
-    mtime: int = 0
+    mtime: int = 0  # ns since 1970, negative before (stored as the two's complement)
     user: bytes | None = None
     group: bytes | None = None
     xattrs: list[tuple[bytes, bytes]] = field(default_factory=list)
@@ -142,7 +176,8 @@ def _acl_records(kind: int, entries: list[AclEntry]) -> Iterator[bytes]:
 def encode_entry(e: Entry) -> bytes:
     """ENTRY and its metadata records, ending with the PAYLOAD header, SYMLINK or DEVICE."""
     parts = [HEADER.pack(ENTRY_SIZE, CA_FORMAT_ENTRY),
-             ENTRY_BODY.pack(e.feature_flags, e.mode, e.flags, e.uid, e.gid, e.mtime)]
+             ENTRY_BODY.pack(e.feature_flags, e.mode, e.flags, e.uid, e.gid,
+                             mtime_to_u64(e.mtime))]
     if e.user is not None:
         parts.append(_string_record(CA_FORMAT_USER, e.user))
     if e.group is not None:

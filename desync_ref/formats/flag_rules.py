@@ -14,6 +14,7 @@ import stat
 from typing import Final
 
 from desync_ref.formats import constants as c
+from desync_ref.formats.catar import mtime_from_u64, mtime_to_u64
 
 # FS_*_FL bits for the chattr feature flags (caformat-util.c, chattr_map).
 CHATTR_MAP: Final = (
@@ -54,8 +55,13 @@ def fixup_mode(flags: int, mode: int) -> int:
 
 
 def fixup_mtime(flags: int, mtime_ns: int) -> int:
+    """ca_encoder_fixup_mtime: rounded down to the granularity. casync rounds the unsigned
+    value (``timespec_to_nsec`` wraps a time before 1970), so such a time is rounded as its
+    two's complement is; the result is the signed time those bytes mean."""
     g = time_granularity(flags)
-    return 0 if g is None else mtime_ns // g * g
+    if g is None:
+        return 0
+    return mtime_from_u64(mtime_to_u64(mtime_ns) // g * g)
 
 
 def type_allowed(flags: int, mode: int) -> bool:

@@ -9,6 +9,7 @@ become separate files (the catar format has no hard links).
 
 from __future__ import annotations
 
+import re
 import stat
 import tarfile
 import tempfile
@@ -16,9 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO
 
-from desync_ref.errors import InvalidFormat
+from desync_ref.errors import InvalidFormat, UnsupportedEntry
 from desync_ref.formats import constants as c
-from desync_ref.formats.catar import CatarWriter, Entry, valid_name
+from desync_ref.formats.catar import (
+    MAJOR_LIMIT,
+    MINOR_LIMIT,
+    CatarWriter,
+    Entry,
+    id_max,
+    valid_name,
+)
 from desync_ref.formats.flag_rules import fixup_mode, fixup_mtime, type_allowed, xattr_name_stored
 
 COPY_BLOCK = 1024 * 1024
@@ -53,19 +61,35 @@ def _components(name: str) -> list[bytes]:
     return parts
 
 
+_DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]*)?\Z")
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
 def _mtime_ns(member: tarfile.TarInfo) -> int:
+    """The member's mtime in ns: a PAX ``mtime`` is a decimal number of seconds with an
+    optional fraction (POSIX pax, "mtime"); anything else in it is refused, as GNU tar does."""
     text = member.pax_headers.get("mtime")
     if text is None:
-        return int(member.mtime) * 10**9
-    whole, _, frac = text.partition(".")
-    sign = -1 if whole.startswith("-") else 1
-    ns = abs(int(whole or "0")) * 10**9 + int((frac + "000000000")[:9] or "0")
-    return sign * ns
+        ns = int(member.mtime) * 10**9
+    else:
+        if not _DECIMAL.match(text):
+            raise InvalidFormat(f"tar entry {member.name!r} has an invalid PAX mtime {text!r}")
+        whole, _, frac = text.partition(".")
+        sign = -1 if whole.startswith("-") else 1
+        ns = sign * (abs(int(whole)) * 10**9 + int((frac + "000000000")[:9]))
+    if ns not in _INT64:
+        raise InvalidFormat(f"tar entry {member.name!r} has an mtime out of range ({ns} ns)")
+    return ns
 
 
 def _lookup(root: _Node, parts: list[bytes], create: bool) -> _Node:
     node = root
-    for p in parts:
+    for i, p in enumerate(parts):
+        if not stat.S_ISDIR(node.mode):
+            # A later member may replace a node, but nothing can be below a file or a
+            # symlink: an entry "under" a symlink would otherwise vanish from the archive.
+            raise InvalidFormat(f"tar entry {b'/'.join(parts)!r} is below "
+                                f"{b'/'.join(parts[:i])!r}, which is not a directory")
         child = node.children.get(p)
         if child is None:
             if not create:
@@ -92,6 +116,9 @@ def _add(root: _Node, archive: tarfile.TarFile, m: tarfile.TarInfo, spool: Binar
         return  # unknown entry types (e.g. GNU volume headers) are skipped
     parts = _components(m.name)
     node = _lookup(root, parts, create=True)
+    if node.children and kind != stat.S_IFDIR:
+        raise InvalidFormat(f"tar entry {m.name!r} replaces a directory that has entries")
+    _check_ids(m)
     node.mode = kind | (m.mode & 0o7777)
     node.uid, node.gid, node.uname, node.gname = m.uid, m.gid, m.uname, m.gname
     node.mtime = _mtime_ns(m)
@@ -100,6 +127,9 @@ def _add(root: _Node, archive: tarfile.TarFile, m: tarfile.TarInfo, spool: Binar
                    for k, v in m.pax_headers.items() if k.startswith("SCHILY.xattr.")}
     if m.type == tarfile.LNKTYPE:
         linked = _lookup(root, _components(m.linkname), create=False)
+        if not stat.S_ISREG(linked.mode):
+            raise InvalidFormat(f"tar hard link {m.name!r} to {m.linkname!r}, "
+                                f"which is not a regular file")
         node.spool, node.size = linked.spool, linked.size
     elif kind == stat.S_IFREG:
         node.spool = spool.seek(0, 2)
@@ -111,13 +141,26 @@ def _add(root: _Node, archive: tarfile.TarFile, m: tarfile.TarInfo, spool: Binar
     elif kind == stat.S_IFLNK:
         node.target = m.linkname.encode("utf-8", "surrogateescape")
     elif kind in (stat.S_IFCHR, stat.S_IFBLK):
+        if not (0 <= m.devmajor < MAJOR_LIMIT and 0 <= m.devminor < MINOR_LIMIT):
+            raise InvalidFormat(f"tar entry {m.name!r} has device number "
+                                f"{m.devmajor}:{m.devminor}, out of Linux's range")
         node.rdev = (m.devmajor, m.devminor)
 
 
-def _entry(node: _Node, flags: int, no_time: bool) -> Entry:
+def _check_ids(m: tarfile.TarInfo) -> None:
+    """Owners a catar can hold at all (32 bits; ``(uid_t) -1`` means "unchanged")."""
+    for what, value in (("uid", m.uid), ("gid", m.gid)):
+        if not 0 <= value <= id_max(c.CA_FORMAT_WITH_32BIT_UIDS):
+            raise InvalidFormat(f"tar entry {m.name!r} has {what} {value}, out of range")
+
+
+def _entry(node: _Node, flags: int, no_time: bool, path: bytes) -> Entry:
     e = Entry(flags, fixup_mode(flags, node.mode),
               mtime=0 if no_time else fixup_mtime(flags, node.mtime))
     if flags & c.CA_FORMAT_WITH_UIDS:
+        if flags & c.CA_FORMAT_WITH_16BIT_UIDS and max(node.uid, node.gid) > 0xFFFF:
+            raise UnsupportedEntry(f"tar entry {path.decode('utf-8', 'backslashreplace')}: "
+                                   f"uid/gid does not fit 16 bits")
         e.uid, e.gid = node.uid, node.gid
     if flags & c.CA_FORMAT_WITH_USER_NAMES:
         e.user = node.uname.encode() if node.uid and node.uname else None
@@ -135,8 +178,9 @@ def _entry(node: _Node, flags: int, no_time: bool) -> Entry:
     return e
 
 
-def _encode(w: CatarWriter, node: _Node, flags: int, spool: BinaryIO, no_time: bool) -> None:
-    w.entry(_entry(node, flags, no_time))
+def _encode(w: CatarWriter, node: _Node, flags: int, spool: BinaryIO, no_time: bool,
+            path: bytes = b".") -> None:
+    w.entry(_entry(node, flags, no_time, path))
     if stat.S_ISREG(node.mode):
         spool.seek(node.spool)
         left = node.size
@@ -150,7 +194,7 @@ def _encode(w: CatarWriter, node: _Node, flags: int, spool: BinaryIO, no_time: b
             if not type_allowed(flags, child.mode):
                 continue
             w.begin_child(name)
-            _encode(w, child, flags, spool, no_time)
+            _encode(w, child, flags, spool, no_time, name if path == b"." else path + b"/" + name)
             w.end_child()
         w.end_dir()
 
