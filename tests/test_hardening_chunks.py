@@ -152,7 +152,7 @@ def test_chunk_size_differing_from_index_fails(tmp_path: Path, entries: list[tup
                                                command: str) -> None:
     index, store = _index_over(tmp_path, entries)
     bad_id = DIGEST(b"fifteen bytes!!").hex()
-    bad_size = [size for data, size in entries if size != len(data)][0]
+    bad_size = next(size for data, size in entries if size != len(data))
     if command == "cat":
         args = ["cat", "-s", store, index]
     else:
@@ -265,7 +265,7 @@ def test_verify_repair_keeps_unreadable_chunks(tmp_path: Path) -> None:
     store = UnreadableStore(tmp_path / "s")
     store.unreadable = unreadable
     lines: list[str] = []
-    with pytest.raises(StoreError, match="1 of 3 chunks .* could not be read"):
+    with pytest.raises(StoreError, match=r"1 of 3 chunks .* could not be read"):
         verify_store(store, DIGEST, repair=True, report=lines.append)
     assert (tmp_path / "s" / chunk_file_name(unreadable)).exists()
     assert (tmp_path / "s" / chunk_file_name(good)).exists()
