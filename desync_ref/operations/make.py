@@ -16,7 +16,7 @@ Workers only chunk and hash; nothing is stored while it is still speculative. On
 lists are joined, the final chunk list is stored, again on the worker processes, each
 distinct chunk by one of them. So make never writes a chunk its index does not name and
 never deletes one: a chunk in the store may already be relied on by a concurrent make
-that found it there (spec/store.md "Concurrent writers").
+that found it there (spec/store.md "Writing a chunk").
 """
 
 from __future__ import annotations
