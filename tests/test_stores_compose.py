@@ -159,7 +159,7 @@ def test_cache_without_repair_is_an_error(tmp_path: Path) -> None:
     store = CachedStore(upstream, cache, digest, repair=False)
     with pytest.raises(ChunkInvalid) as info:
         store.get_chunk(CID, digest)
-    assert str(info.value) == f"chunk id {CID.hex()} does not match its hash {digest(OTHER).hex()}"
+    assert str(info.value) == f"chunk id {CID.hex()} does not match its hash {digest(OTHER).hex()} in store {cache}"
     assert upstream.gets == []
     assert decompress(path.read_bytes()) == OTHER
 

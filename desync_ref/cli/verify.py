@@ -2,7 +2,8 @@
 ``cmd/desync/verify.go``, ``local.go`` ``Verify``). Spec: ``spec/store.md``.
 
 Each invalid chunk is reported on stderr (with ``: removed`` when ``-r`` deleted it); as in
-desync the exit status stays 0 when the store could be walked.
+desync the exit status stays 0 when the store could be walked. A chunk that cannot be read
+is reported too, never removed, and makes the run fail (exit 1) once the walk is done.
 """
 
 from __future__ import annotations

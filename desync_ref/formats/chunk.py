@@ -149,7 +149,8 @@ def compress(data: bytes) -> bytes:
     return zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=False).compress(data)
 
 
-# Decompressed chunks never exceed casync's hard limit.
+# Decompressed chunks never exceed casync's hard limit; a reader that knows the index's
+# max chunk size passes that instead (ChunkCheck.limit).
 MAX_DECOMPRESSED_SIZE: Final = CA_CHUNK_SIZE_LIMIT_MAX
 
 # casync picks the decoder from the leading bytes (compressor.c, detect_compression).
@@ -157,19 +158,85 @@ ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"
 XZ_MAGIC: Final = b"\xfd7zXZ\x00"
 GZIP_MAGIC: Final = b"\x1f\x8b"
 
+# zstd frame layout (RFC 8878, 3.1.1): blocks of a 3-byte little-endian header (bit 0 last
+# block, bits 1-2 type, bits 3-23 size) and content; no block decodes to more than 128 KiB.
+_ZSTD_BLOCK_HEADER: Final = 3
+_ZSTD_BLOCK_RAW, _ZSTD_BLOCK_RLE = 0, 1
+_ZSTD_BLOCK_MAX: Final = 128 * 1024
+# The input is handed to the decoder in runs of blocks that decode to at most this much, so
+# a frame that claims far more than the limit stops within this much past it.
+_ZSTD_FEED_BOUND: Final = 1 << 20
+
+
+def _zstd_feeds(blob: bytes, limit: int) -> list[int]:
+    """Offsets at which to cut ``blob`` so that no piece decodes to more than about
+    _ZSTD_FEED_BOUND bytes; none when the whole frame cannot decode to more than ``limit``
+    (the usual case: one piece, no copy). A header that does not parse ends the walk: the
+    decoder then sees the rest in one piece and reports it (a partial block decodes to no
+    more than its own bytes)."""
+    try:
+        pos = zstandard.frame_header_size(blob)
+    except zstandard.ZstdError:
+        return []
+    cuts: list[int] = []
+    bound = total = 0
+    while pos + _ZSTD_BLOCK_HEADER <= len(blob):
+        header = int.from_bytes(blob[pos:pos + _ZSTD_BLOCK_HEADER], "little")
+        kind, size = (header >> 1) & 3, header >> 3
+        out = size if kind in (_ZSTD_BLOCK_RAW, _ZSTD_BLOCK_RLE) else _ZSTD_BLOCK_MAX
+        if bound and bound + out > _ZSTD_FEED_BOUND:
+            cuts.append(pos)
+            bound = 0
+        bound += out
+        total += out
+        if header & 1:  # the last block: the checksum and anything after go with it
+            break
+        pos += _ZSTD_BLOCK_HEADER + (1 if kind == _ZSTD_BLOCK_RLE else size)
+    return cuts if total > limit else []
+
+
+def _zstd_decompress(blob: bytes, limit: int, what: str) -> tuple[bytes, bool, bytes]:
+    """(data, frame complete, bytes after the frame), never holding much more than
+    ``limit`` bytes of output: a frame of a few KiB can claim gigabytes."""
+    try:
+        declared = zstandard.frame_content_size(blob)  # -1: not in the header (casync's frames)
+    except zstandard.ZstdError:
+        declared = -1  # a header cut short: the decoder reports it below
+    if declared > limit:
+        raise ChunkInvalid(f"{what} decompresses to more than {limit} bytes")
+    zobj = zstandard.ZstdDecompressor().decompressobj()
+    view = memoryview(blob)
+    pieces: list[bytes] = []
+    total = 0
+    begin = 0
+    for end in [*_zstd_feeds(blob, limit), len(blob)]:
+        piece = zobj.decompress(view[begin:end])
+        begin = end
+        total += len(piece)
+        if total > limit:
+            raise ChunkInvalid(f"{what} decompresses to more than {limit} bytes")
+        pieces.append(piece)
+        if zobj.eof:
+            break
+    rest = zobj.unused_data if zobj.eof else b""
+    if begin < len(blob) and zobj.eof:
+        rest += blob[begin:]
+    data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+    return data, zobj.eof, rest
+
 
 def decompress(blob: bytes, chunk_id: bytes | None = None, limit: int = MAX_DECOMPRESSED_SIZE) -> bytes:
     """Decode one whole compressed chunk (zstd, or casync's optional xz/gzip).
 
     casync's zstd frames carry no content size, so frames are streamed; data left over
     after the stream, a truncated stream or more than ``limit`` bytes make it invalid.
+    Decoding stops shortly past ``limit``, so memory stays near ``limit`` whatever the
+    frame claims (casync ``ca_decompress`` refuses sizes past its limits too).
     """
     what = f"chunk {chunk_id.hex()}" if chunk_id else "chunk"
     try:
         if blob.startswith(ZSTD_MAGIC):
-            zobj = zstandard.ZstdDecompressor().decompressobj()
-            out = zobj.decompress(blob)
-            complete, rest = zobj.eof, zobj.unused_data
+            out, complete, rest = _zstd_decompress(blob, limit, what)
         elif blob.startswith(XZ_MAGIC):
             xobj = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
             out = xobj.decompress(blob, max_length=limit + 1)
@@ -189,7 +256,38 @@ def decompress(blob: bytes, chunk_id: bytes | None = None, limit: int = MAX_DECO
     return bytes(out)
 
 
+class ChunkCheck:
+    """A chunk's digest together with what its index says about it: the chunk's size and
+    the index's max chunk size. It is a :data:`Digest` (calling it hashes), so it travels
+    through every store wherever a digest does; :func:`check_chunk` uses the rest."""
+
+    __slots__ = ("digest", "limit", "size")
+
+    def __init__(self, digest: Digest, size: int, limit: int = MAX_DECOMPRESSED_SIZE) -> None:
+        self.digest = digest
+        self.size = size
+        self.limit = max(limit, size)
+
+    def __call__(self, data: bytes) -> bytes:
+        return self.digest(data)
+
+
+def decompress_limit(digest: Digest | None) -> int:
+    """How far a chunk checked with ``digest`` may decompress."""
+    return digest.limit if isinstance(digest, ChunkCheck) else MAX_DECOMPRESSED_SIZE
+
+
 def verify(chunk_id: bytes, data: bytes, digest: Digest) -> None:
+    """The bytes hash to the id; and, for a :class:`ChunkCheck`, have the index's size."""
     actual = digest(data)
     if actual != chunk_id:
         raise ChunkInvalid(f"chunk id {chunk_id.hex()} does not match its hash {actual.hex()}")
+    if isinstance(digest, ChunkCheck):
+        check_size(chunk_id, data, digest.size)
+
+
+def check_size(chunk_id: bytes, data: bytes, size: int) -> None:
+    """A chunk whose id matches but whose length differs from its index entry: the index
+    contradicts itself (the id covers the bytes, so the entry's size is wrong)."""
+    if len(data) != size:
+        raise ChunkInvalid(f"chunk {chunk_id.hex()} has {len(data)} bytes, the index says {size}")

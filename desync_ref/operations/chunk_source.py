@@ -1,6 +1,7 @@
 """Where extract, cat and untar -i get their chunks: fetched from the store chain (which
-checks each against the index's digest as it builds it, in the calling worker thread), and
-kept in memory between two uses of a chunk that the index repeats (within a fixed budget).
+checks each against the index's digest and the entry's size as it builds it, in the calling
+worker thread, decompressing no further than the index's max chunk size), and kept in
+memory between two uses of a chunk that the index repeats (within a fixed budget).
 
 Spec: spec/store.md (reading chunks) and spec/index.md (zero chunks).
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from desync_ref.formats.chunk import digest_function
+from desync_ref.formats.chunk import ChunkCheck, check_size, digest_function
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.stores import Store
 
@@ -36,6 +37,7 @@ class ChunkSource:
             sizes.add(index.chunks[0].size)
             sizes.add(index.chunks[-1].size)
         self._zero_ids = {self.digest(bytes(size)): size for size in sizes}
+        self._limit = index.chunk_size_max
         self._lock = threading.Lock()
         self.fetched = 0
 
@@ -46,7 +48,8 @@ class ChunkSource:
         with self._lock:
             kept = self._kept.get(chunk.id)
         if kept is None:
-            kept = self.store.get_chunk(chunk.id, self.digest).data()
+            check = ChunkCheck(self.digest, chunk.size, self._limit)
+            kept = self.store.get_chunk(chunk.id, check).data()
             with self._lock:
                 self.fetched += 1
                 if (chunk.id in self._remaining and chunk.id not in self._kept
@@ -63,4 +66,7 @@ class ChunkSource:
                     del self._remaining[chunk.id]
                 else:
                     self._remaining[chunk.id] = left - 1
+        # A kept chunk was checked against its first entry; an index may repeat the id
+        # with another size.
+        check_size(chunk.id, kept, chunk.size)
         return kept

@@ -2,18 +2,26 @@
 
 Every chunk is verified against its id before it is written. A new file is written under a
 temp name beside the target and renamed on success; ``in_place`` (``-k``) rewrites only the
-chunks that differ, so an interrupted extract can resume.
+chunks that differ, so an interrupted extract can resume. Every write is carried through
+short writes; a write that fails (a full disk) ends the run with the target named, and a new
+file is then never renamed into place. A new file is fsynced before the rename, so the
+final name never holds an empty or partial file after a power loss (spec/store.md
+"Durability").
 
 Spec: spec/index.md, spec/store.md (reading chunks).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from desync_ref import kernels
+from desync_ref.errors import DesyncRefError
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.fs.atomic import atomic_output
 from desync_ref.operations.chunk_source import ChunkSource
@@ -34,6 +42,17 @@ class ExtractStats:
 
 # Chunks are handed to worker threads in batches of about this many bytes.
 BATCH_BYTES = 1 << 20
+
+
+def write_at(fd: int, data: bytes, offset: int) -> None:
+    """All of ``data`` at ``offset``: ``pwrite`` may write less than it was given."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:  # no progress and no error: give up rather than spin
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        view = view[written:]
+        offset += written
 
 
 def assemble(fd: int, index: Index, source: ChunkSource, stats: ExtractStats, *,
@@ -69,7 +88,7 @@ def assemble(fd: int, index: Index, source: ChunkSource, stats: ExtractStats, *,
             if isinstance(data, str):
                 counts[data] += 1
             else:
-                os.pwrite(fd, data, start)
+                write_at(fd, data, start)
     stats.chunks = len(chunks)
     stats.bytes = index.length
     stats.fetched = source.fetched
@@ -84,11 +103,21 @@ def extract(index: Index, store: Store, target: str | os.PathLike[str], *,
     if in_place:
         fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            assemble(fd, index, source, stats, in_place=True, workers=workers)
+            with _writing(target):
+                assemble(fd, index, source, stats, in_place=True, workers=workers)
         finally:
             os.close(fd)
         return stats
-    with atomic_output(target) as out:
+    with atomic_output(target) as out, _writing(target):
         assemble(out.fileno(), index, source, stats, in_place=False, workers=workers)
+        os.fsync(out.fileno())
     return stats
 
+
+@contextlib.contextmanager
+def _writing(target: str | os.PathLike[str]) -> Iterator[None]:
+    """A failed write to the target (ENOSPC, EIO, EFBIG) as one error naming it."""
+    try:
+        yield
+    except OSError as exc:
+        raise DesyncRefError(f"cannot write {os.fspath(target)}: {exc.strerror or exc}") from None

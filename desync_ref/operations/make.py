@@ -11,6 +11,12 @@ state, so from there the next worker's cuts are the serial chunker's. Where no s
 appears (data that never re-synchronises), the gap is chunked serially, so the result is
 always exactly the serial chunker's. Spans start at multiples of the max chunk size, where
 runs of zeros cut, so all-zero input re-synchronises at once.
+
+Workers only chunk and hash; nothing is stored while it is still speculative. Once the
+lists are joined, the final chunk list is stored, again on the worker processes, each
+distinct chunk by one of them. So make never writes a chunk its index does not name and
+never deletes one: a chunk in the store may already be relied on by a concurrent make
+that found it there (spec/store.md "Writing a chunk").
 """
 
 from __future__ import annotations
@@ -57,12 +63,11 @@ class MakeStats:
 
 @dataclass
 class SpanResult:
-    """What one worker found: its cuts and ids, and which chunk files it created."""
+    """What one worker found: its cuts and ids."""
 
     start: int
     ends: list[int] = field(default_factory=list)
     ids: list[bytes] = field(default_factory=list)
-    created: list[bytes] = field(default_factory=list)
 
 
 def _store_new(chunk_id: bytes, data: bytes, store: WriteStore | None) -> bool:
@@ -85,21 +90,50 @@ def _serial(stream: BinaryIO, base: int, sizes: ChunkSizes, digest_name: str,
     yield from ordered_map(process, iter_chunks(stream, sizes), threads)
 
 
-def _chunk_span(path: str, start: int, stop: int, sizes: ChunkSizes, digest_name: str,
-                store: WriteStore | None) -> SpanResult:
-    """Worker: chunk from ``start`` as if a chunk began there, up to ``stop`` plus lookahead."""
+def _chunk_span(path: str, start: int, stop: int, sizes: ChunkSizes, digest_name: str) -> SpanResult:
+    """Worker: chunk from ``start`` as if a chunk began there, up to ``stop`` plus lookahead.
+    Nothing is stored: until the lists are joined, no chunk here is known to be final."""
     result = SpanResult(start)
     limit = stop + LOOKAHEAD_CHUNKS * sizes.max
     with open(path, "rb") as stream:
         stream.seek(start)
-        for chunk_start, size, chunk_id, created in _serial(stream, start, sizes, digest_name, store, 1):
+        for chunk_start, size, chunk_id, _ in _serial(stream, start, sizes, digest_name, None, 1):
             result.ends.append(chunk_start + size)
             result.ids.append(chunk_id)
-            if created:
-                result.created.append(chunk_id)
             if chunk_start + size >= limit:
                 break
     return result
+
+
+def _store_chunks(path: str, chunks: list[tuple[int, int, bytes]], store: WriteStore) -> list[bytes]:
+    """Worker: store each (start, size, id) of the final list read from ``path``, unless the
+    store has it; the ids it wrote."""
+    created = []
+    with open(path, "rb") as stream:
+        for start, size, chunk_id in chunks:
+            if store.has_chunk(chunk_id):
+                continue
+            data = os.pread(stream.fileno(), size, start)
+            store.store_chunk(Chunk(chunk_id, data=data))
+            created.append(chunk_id)
+    return created
+
+
+def _store_groups(ends: list[int], ids: list[bytes], count: int) -> list[list[tuple[int, int, bytes]]]:
+    """The first occurrence of every id, in about ``count`` runs of similar byte size."""
+    total = ends[-1] if ends else 0
+    step = max(1, -(-total // max(1, count)))
+    groups: list[list[tuple[int, int, bytes]]] = []
+    seen: set[bytes] = set()
+    start = 0
+    for end, chunk_id in zip(ends, ids, strict=True):
+        if chunk_id not in seen:
+            seen.add(chunk_id)
+            if not groups or start // step >= len(groups):
+                groups.append([])
+            groups[-1].append((start, end - start, chunk_id))
+        start = end
+    return groups
 
 
 def span_starts(length: int, sizes: ChunkSizes, workers: int) -> list[int]:
@@ -111,10 +145,9 @@ def span_starts(length: int, sizes: ChunkSizes, workers: int) -> list[int]:
 
 
 def _splice(spans: list[SpanResult], length: int, stream: BinaryIO, sizes: ChunkSizes,
-            digest: str, store: WriteStore | None) -> tuple[list[int], list[bytes], set[bytes]]:
+            digest: str) -> tuple[list[int], list[bytes]]:
     """Join the workers' lists at their shared cuts; chunk serially where none is shared."""
     ends, ids = list(spans[0].ends), list(spans[0].ids)
-    created = {chunk_id for span in spans for chunk_id in span.created}
     later = 1
     while later < len(spans) and (not ends or ends[-1] < length):
         span = spans[later]
@@ -130,14 +163,12 @@ def _splice(spans: list[SpanResult], length: int, stream: BinaryIO, sizes: Chunk
         base = ends[-1] if ends else 0
         stream.seek(base)
         targets = {end for later_span in spans[later:] for end in later_span.ends}
-        for start, size, chunk_id, new in _serial(stream, base, sizes, digest, store, 2):
+        for start, size, chunk_id, _ in _serial(stream, base, sizes, digest, None, 2):
             ends.append(start + size)
             ids.append(chunk_id)
-            if new:
-                created.add(chunk_id)
             if start + size in targets:
                 break
-    return ends, ids, created
+    return ends, ids
 
 
 def _join(ends: list[int], ids: list[bytes], span: SpanResult) -> bool:
@@ -204,8 +235,7 @@ class StreamIndexer:
                 self._record(self._window.popleft().result())
         finally:
             self.close()
-        return _finish(self._ends, self._ids, self._created, self._sizes, self._digest_name,
-                       self._store)
+        return _finish(self._ends, self._ids, self._created, self._sizes, self._digest_name)
 
     def close(self) -> None:
         for future in self._window:
@@ -240,16 +270,22 @@ def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(_chunk_span, path, s, e, sizes, digest, store)
+            futures = [pool.submit(_chunk_span, path, s, e, sizes, digest)
                        for s, e in zip(starts, bounds, strict=True)]
             spans = [f.result() for f in futures]
-        ends, ids, created = _splice(spans, length, source, sizes, digest, store)
-    return _finish(ends, ids, created, sizes, digest, store)
+            ends, ids = _splice(spans, length, source, sizes, digest)
+            created: set[bytes] = set()
+            if store is not None:
+                stores = [pool.submit(_store_chunks, path, group, store)
+                          for group in _store_groups(ends, ids, len(starts))]
+                for future in stores:
+                    created.update(future.result())
+    return _finish(ends, ids, created, sizes, digest)
 
 
 def _die_with_parent(parent: int) -> None:
     """Worker start-up: a SIGKILLed make must not leave its workers running (they would
-    keep writing chunks into the store with nobody to undo them)."""
+    keep writing chunks into the store after the command is gone)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before prctl took effect
@@ -257,17 +293,12 @@ def _die_with_parent(parent: int) -> None:
 
 
 def _finish(ends: list[int], ids: list[bytes], created: set[bytes], sizes: ChunkSizes,
-            digest: str, store: WriteStore | None) -> tuple[Index, MakeStats]:
+            digest: str) -> tuple[Index, MakeStats]:
+    """The index; ``created`` holds only chunks of the index (nothing speculative is stored)."""
     index = Index(blob_index_flags(digest), sizes.min, sizes.avg, sizes.max)
     start = 0
     for end, chunk_id in zip(ends, ids, strict=True):
         index.chunks.append(IndexChunk(start, end - start, chunk_id))
         start = end
-    final = set(ids)
-    if store is not None:
-        # Chunks a worker wrote before its list joined the serial one are not in the
-        # index; the store must hold exactly what casync would have written.
-        for chunk_id in created - final:
-            store.remove_chunk(chunk_id)
-    stats = MakeStats(chunks=len(ids), unique=len(final), stored=len(created & final), bytes=start)
+    stats = MakeStats(chunks=len(ids), unique=len(set(ids)), stored=len(created), bytes=start)
     return index, stats

@@ -4,6 +4,11 @@ Spec: ``spec/store.md`` (a chunk file is valid when it decompresses and hashes t
 ``spec/index.md`` (chunk offsets and sizes). Behaviour of desync ``local.go``
 (``LocalStore.Verify``: one line per bad chunk, ``: removed`` with repair, the walk
 carries on) and ``verifyindex.go`` (``VerifyIndex``: sizes first, then every chunk).
+
+Repair removes only chunks proven invalid (they do not decompress or do not hash to their
+id), as desync does (its ``ChunkInvalid`` case). A chunk that cannot be read at all (EACCES,
+EIO) proves nothing about its bytes: it is reported and kept, and once the walk is done
+the run fails (desync prints such errors and succeeds).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 
-from desync_ref.errors import ChunkInvalid, DesyncRefError, InvalidFormat
+from desync_ref.errors import ChunkInvalid, ChunkMissing, DesyncRefError, InvalidFormat, StoreError
 from desync_ref.formats.chunk import Digest, digest_function
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.operations.parallel import ordered_map
@@ -26,32 +31,35 @@ class VerifyStats:
     checked: int = 0
     invalid: int = 0
     removed: int = 0
-
-
-def _check_chunk(store: LocalStore, digest: Digest, chunk_id: bytes) -> str | None:
-    """None if the chunk is good, else desync's message for it."""
-    try:
-        store.get_chunk(chunk_id, digest)  # checked as it is built
-    except ChunkInvalid as exc:
-        return str(exc)
-    return None
+    unreadable: int = 0
 
 
 def verify_store(store: LocalStore, digest: Digest, *, repair: bool = False, workers: int = 1,
                  report: Callable[[str], None] = print) -> VerifyStats:
-    """Check every chunk file of the store; ``report`` gets one line per invalid chunk."""
+    """Check every chunk file of the store; ``report`` gets one line per invalid or
+    unreadable chunk. Raises StoreError at the end if some chunk could not be read."""
     stats = VerifyStats()
     ids = list(store.chunk_ids())
 
-    def check(chunk_id: bytes) -> tuple[bytes, str | None]:
+    def check(chunk_id: bytes) -> tuple[bytes, str | None, type[Exception] | None]:
+        """(id, problem or None, the kind of problem)."""
         try:
-            return chunk_id, _check_chunk(store, digest, chunk_id)
-        except DesyncRefError as exc:  # unreadable: report it and carry on, as desync does
-            return chunk_id, f"{exc}"
+            store.get_chunk(chunk_id, digest)  # checked as it is built
+        except (ChunkInvalid, ChunkMissing) as exc:
+            return chunk_id, str(exc), type(exc)
+        except (DesyncRefError, OSError) as exc:  # unreadable: report, keep, carry on
+            return chunk_id, str(exc), StoreError
+        return chunk_id, None, None
 
-    for chunk_id, problem in ordered_map(check, ids, workers):
+    for chunk_id, problem, kind in ordered_map(check, ids, workers):
         stats.checked += 1
         if problem is None:
+            continue
+        if kind is not ChunkInvalid:
+            # Gone since the listing (or casync's missing marker): reported, as before.
+            # Unreadable: reported and kept, and the run fails at the end.
+            stats.unreadable += kind is StoreError
+            report(problem)
             continue
         stats.invalid += 1
         if repair:
@@ -63,6 +71,8 @@ def verify_store(store: LocalStore, digest: Digest, *, repair: bool = False, wor
                 problem = f"{problem}: removed"
                 stats.removed += 1
         report(problem)
+    if stats.unreadable:
+        raise StoreError(f"{stats.unreadable} of {stats.checked} chunks in {store} could not be read")
     return stats
 
 

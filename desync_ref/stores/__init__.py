@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol, runtime_checkable
 
-from desync_ref.formats.chunk import Digest, compress, decompress, verify
+from desync_ref.formats.chunk import Digest, compress, decompress, decompress_limit, verify
 from desync_ref.formats.index import Index
 
 
@@ -42,7 +42,11 @@ class Chunk:
                 compressed: bytes | None = None) -> Chunk:
         """A chunk from outside bytes, checked against ``chunk_id`` with ``digest`` (not
         checked when ``digest`` is None). Raises ChunkInvalid when the bytes do not
-        decompress or do not hash to the id."""
+        decompress or do not hash to the id, or, when ``digest`` is a ChunkCheck carrying
+        the index entry, decompress past the index's max chunk size or differ from the
+        entry's size."""
+        if digest is not None and data is None and compressed is not None:
+            data = decompress(compressed, chunk_id, decompress_limit(digest))
         chunk = cls(chunk_id, data=data, compressed=compressed)
         if digest is not None:
             verify(chunk_id, chunk.data(), digest)
@@ -78,8 +82,8 @@ class WriteStore(Store, Protocol):
     def store_chunk(self, chunk: Chunk) -> None: ...
 
     def remove_chunk(self, chunk_id: bytes) -> None:
-        """Delete one chunk if present (make uses it to undo speculative writes); a no-op
-        where the protocol has no delete (HTTP)."""
+        """Delete one chunk if present (``verify -r`` removes invalid chunks with it); a
+        no-op where the protocol has no delete (HTTP)."""
 
 
 @runtime_checkable

@@ -5,7 +5,13 @@ With ``repair`` a chunk in the cache is checked with the cache's digest; an inva
 counts as missing, is fetched again and replaces the bad copy. Without it the cached chunk
 is checked only as the caller asks, and a bad one is an error. A chunk fetched from the
 store behind is always checked before it goes into the cache, so the cache only ever
-receives good chunks.
+receives good chunks. When the caller's digest carries an index entry (a ChunkCheck), the
+cache's digest is used with the same entry, so the size check and decompression bound
+hold through the cache too.
+
+An empty or undecodable chunk file in the cache (a write cut short by a power loss: chunks
+are not fsynced, spec/store.md "Durability") is invalid, so with ``repair`` it is fetched
+again and replaced.
 
 A CachedStore reads; it does not take chunks itself (desync's ``Cache`` is a ``Store``).
 """
@@ -13,7 +19,7 @@ A CachedStore reads; it does not take chunks itself (desync's ``Cache`` is a ``S
 from __future__ import annotations
 
 from desync_ref.errors import ChunkInvalid, ChunkMissing
-from desync_ref.formats.chunk import Digest
+from desync_ref.formats.chunk import ChunkCheck, Digest
 from desync_ref.stores import Chunk, Store, WriteStore
 
 
@@ -27,15 +33,22 @@ class CachedStore:
     def __str__(self) -> str:
         return f"{self.store} (cache {self.cache})"
 
+    def _own(self, digest: Digest | None) -> Digest:
+        """The cache's digest, with the caller's index entry if it gave one."""
+        if isinstance(digest, ChunkCheck):
+            return ChunkCheck(self.digest, digest.size, digest.limit)
+        return self.digest
+
     def get_chunk(self, chunk_id: bytes, digest: Digest | None) -> Chunk:
+        own = self._own(digest)
         try:
-            return self.cache.get_chunk(chunk_id, self.digest if self.repair else digest)
+            return self.cache.get_chunk(chunk_id, own if self.repair else digest)
         except ChunkMissing:
             pass
         except ChunkInvalid:
             if not self.repair:
                 raise
-        chunk = self.store.get_chunk(chunk_id, self.digest)
+        chunk = self.store.get_chunk(chunk_id, own)
         self.cache.store_chunk(chunk)
         return chunk
 

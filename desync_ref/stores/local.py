@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from desync_ref.errors import ChunkMissing, IndexMissing, InvalidFormat, StoreError
+from desync_ref.errors import ChunkInvalid, ChunkMissing, IndexMissing, InvalidFormat, StoreError
 from desync_ref.formats.chunk import (
     COMPRESSED_CHUNK_SUFFIX,
     TMP_CHUNK_PREFIX,
@@ -85,9 +85,12 @@ class LocalStore:
                     blob = f.readall()
             except OSError as exc:
                 raise StoreError(f"cannot read chunk {chunk_id.hex()} from {self}: {exc.strerror}") from None
-            if compressed:
-                return Chunk.with_id(chunk_id, digest, compressed=blob)
-            return Chunk.with_id(chunk_id, digest, data=blob)
+            try:
+                if compressed:
+                    return Chunk.with_id(chunk_id, digest, compressed=blob)
+                return Chunk.with_id(chunk_id, digest, data=blob)
+            except ChunkInvalid as exc:
+                raise ChunkInvalid(f"{exc} in store {self}") from None
         raise ChunkMissing(chunk_id.hex(), str(self))
 
     def reads_inline(self, uncompressed: bool) -> bool:
@@ -95,9 +98,13 @@ class LocalStore:
         return uncompressed == self.uncompressed
 
     def has_chunk(self, chunk_id: bytes) -> bool:
+        """A regular file of either form that is not empty. Chunks are never empty, and an
+        empty file is what a write cut short by a power loss leaves (chunks are not fsynced,
+        spec/store.md "Durability"): saying no lets make and cache write it again."""
         for path, _ in self._forms(chunk_id):
             try:
-                if stat.S_ISREG(os.lstat(path).st_mode):
+                info = os.lstat(path)
+                if stat.S_ISREG(info.st_mode) and info.st_size > 0:
                     return True
             except (FileNotFoundError, NotADirectoryError):
                 continue
@@ -227,13 +234,16 @@ class LocalIndexStore:
         self.store_index_bytes(name, encode_index(index))
 
     def store_index_bytes(self, name: str, data: bytes) -> None:
-        """Written under a temp name and renamed: a reader never sees a partial index."""
+        """Written under a temp name, fsynced and renamed: a reader never sees a partial
+        index, not even after a power loss (spec/store.md "Durability")."""
         target = self._file(name)
         try:
             fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.path)
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, target)
             except BaseException:
