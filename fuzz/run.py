@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
                                   preexec_fn=lambda: _limit_memory(a.rss_mb), check=False)
         text = log.read_text(errors="replace")
         for line in text.splitlines():
-            if line.startswith("CRASH ") or "ERROR: libFuzzer" in line or line.startswith("==") and "ERROR" in line:
+            if line.startswith("CRASH ") or "ERROR: libFuzzer" in line or (line.startswith("==") and "ERROR" in line):
                 print("  " + line, flush=True)
         m = re.search(r"Done (\d+) runs in (\d+) second", text)
         execs_stat = re.search(r"stat::number_of_executed_units: (\d+)", text)
