@@ -21,13 +21,17 @@ KNOWN: dict[tuple[str, str, str], str] = {
     ("listen_address", "UnicodeEncodeError", "parse_listen"): _LISTEN,
     ("untar", "OverflowError", "other"): "untar: a device number over 32 bits (device-number-over-32-bits.catar)",
     ("untar", "OverflowError", "_meta"): "untar: a uid/gid that fchown cannot take (gid-out-of-range.catar)",
+    ("untar", "error", "build_acl"): "untar: an ACL entry id over 32 bits (acl-uid-over-32-bits.catar)",
+    ("untar", "FdLeak", "?"): "untar: a restore that fails leaves DiskSink's directory descriptors open",
     ("catar_sinks", "OverflowError", "_numeric"):
         "untar --output-format gnu-tar: a number over 63 bits (gnutar-uid-over-63-bits.catar)",
 }
 
 
 def signature(target: str, exc: BaseException) -> tuple[str, str, str]:
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if "/desync_ref/" in f.filename]
+    # Innermost named function of desync_ref (a generator expression names its enclosing one).
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if "/desync_ref/" in f.filename and not f.name.startswith("<")]
     return (target, type(exc).__name__, frames[-1].name if frames else "?")
 
 

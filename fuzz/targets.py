@@ -160,13 +160,22 @@ def _scratch() -> str:
 
 def target_untar(data: bytes) -> None:
     """A whole archive restored to a scratch directory with the safe disk writer (what
-    ``untar`` does, in-process); nothing may appear outside the target directory."""
+    ``untar`` does, in-process): nothing may appear outside the target directory, and no
+    descriptor may stay open afterwards, whether the restore succeeds or fails."""
     scratch = _scratch()
     target = os.path.join(scratch, "target")
+    fds = open_fds()
+    error: BaseException | None = None
     try:
         sink = DiskSink(target, same_owner=data[-1:] != b"\0", same_permissions=True)
         _walk(data, sink)
+    except (DesyncRefError, OSError) as exc:
+        error = exc
     finally:
+        # Descriptors left open are closed here so fuzzing goes on, and reported below.
+        leaked = sorted(open_fds() - fds)
+        for fd in leaked:
+            os.close(fd)
         outside = sorted(set(os.listdir(scratch)) - {"target"})
         for name in os.listdir(scratch):
             path = os.path.join(scratch, name)
@@ -175,7 +184,27 @@ def target_untar(data: bytes) -> None:
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 os.unlink(path)
-        assert not outside, f"untar wrote outside its target: {outside}"
+    assert not outside, f"untar wrote outside its target: {outside}"
+    if leaked:
+        raise FdLeak(f"{len(leaked)} descriptors left open after the restore ended with {error!r}")
+    if error is not None:
+        raise error
+
+
+class FdLeak(AssertionError):
+    """A restore left file descriptors open (a long-lived process would run out)."""
+
+
+def open_fds() -> set[int]:
+    """This process's open descriptors (not counting the one the listing itself used)."""
+    found = set()
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            os.fstat(int(name))
+            found.add(int(name))
+        except OSError:
+            pass
+    return found
 
 
 def _make_removable(path: str) -> None:
