@@ -120,9 +120,12 @@ def main(argv: list[str] | None = None) -> int:
         execs = int(m[1]) if m else int(execs_stat[1]) if execs_stat else 0
         secs = float(m[2]) if m else time.monotonic() - started
         crashes = text.count("\nCRASH ") + text.startswith("CRASH ")
+        fatal = re.search(r"ERROR: libFuzzer: (timeout|out-of-memory|deadly signal|fuzz target exited)", text)
+        crashes += bool(fatal)
         abnormal = "ERROR: libFuzzer" in text or not m or proc.returncode != 0
         failed |= abnormal or crashes > 0
-        rows.append((name, execs, secs, crashes, "ended abnormally, see " + str(log.relative_to(ROOT)) if abnormal else ""))
+        note = f"ended: {fatal[1] if fatal else 'abnormally'}, see {log.relative_to(ROOT)}" if abnormal else ""
+        rows.append((name, execs, secs, crashes, note))
     print(f"\n{'target':<16}{'execs':>10}{'seconds':>9}{'execs/s':>9}{'crashes':>9}")
     for name, execs, secs, crashes, note in rows:
         rate = execs / secs if secs else 0.0
