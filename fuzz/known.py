@@ -21,7 +21,8 @@ KNOWN: dict[tuple[str, str, str], str] = {
     ("listen_address", "UnicodeEncodeError", "parse_listen"): _LISTEN,
     ("untar", "OverflowError", "other"): "untar: a device number over 32 bits (device-number-over-32-bits.catar)",
     ("untar", "OverflowError", "_meta"): "untar: a uid/gid that fchown cannot take (gid-out-of-range.catar)",
-    ("untar", "error", "build_acl"): "untar: an ACL entry id over 32 bits (acl-uid-over-32-bits.catar)",
+    ("untar", "error", "build_acl"): "untar: an ACL entry id over 32 bits or permissions over 16 bits",
+    ("untar", "error", "build_default_acl"): "untar: a default-ACL entry id over 32 bits",
     ("untar", "FdLeak", "?"): "untar: a restore that fails leaves DiskSink's directory descriptors open",
     ("catar_sinks", "OverflowError", "_numeric"):
         "untar --output-format gnu-tar: a number over 63 bits (gnutar-uid-over-63-bits.catar)",
