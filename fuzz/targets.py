@@ -17,6 +17,7 @@ them in-process.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import io
@@ -155,6 +156,7 @@ def _scratch() -> str:
     global _SCRATCH
     if _SCRATCH is None or not os.path.isdir(_SCRATCH):
         _SCRATCH = tempfile.mkdtemp(prefix="desync-fuzz-untar-")
+        atexit.register(shutil.rmtree, _SCRATCH, True)
     return _SCRATCH
 
 
@@ -334,6 +336,7 @@ def target_config(data: bytes) -> None:
     global _CONFIG_DIR
     if _CONFIG_DIR is None or not os.path.isdir(_CONFIG_DIR):
         _CONFIG_DIR = tempfile.mkdtemp(prefix="desync-fuzz-config-")
+        atexit.register(shutil.rmtree, _CONFIG_DIR, True)
     path = os.path.join(_CONFIG_DIR, "config.json")
     with open(path, "wb") as f:
         f.write(data)
