@@ -79,7 +79,7 @@ bench: setup
 
 # Coverage-guided fuzzing (atheris) of every parser of untrusted bytes: each target of
 # fuzz/targets.py for FUZZ_TIME seconds under a 2 GiB memory cap; prints executions per
-# target and the crashes found (fuzz/README.md). CI runs the short replay, tests/test_fuzz_corpus.py.
+# target and the crashes found, known (fuzz/known.py) or new (fuzz/README.md); exits 1 on any crash. CI runs the short replay, tests/test_fuzz_corpus.py.
 FUZZ_TIME ?= 60
 # Only the `fuzz` extra's packages are installed (re-installing the project would rebuild the kernels).
 fuzz: setup

@@ -46,6 +46,7 @@ def worker(name: str, seconds: int, rss_mb: int, timeout: int) -> int:
 
     with atheris.instrument_imports(include=["desync_ref", "fuzz"]):
         from fuzz import targets
+    from fuzz.known import known
     run_one = targets.run_one
     crashes = WORK / "crashes" / name
     crashes.mkdir(parents=True, exist_ok=True)
@@ -60,7 +61,8 @@ def worker(name: str, seconds: int, rss_mb: int, timeout: int) -> int:
             if seen[sig] == 1:
                 digest = hashlib.sha1(data).hexdigest()[:16]
                 (crashes / f"crash-{digest}").write_bytes(data)
-                print(f"CRASH {name}: {sig}: {str(exc)[:200]!r} -> {crashes / f'crash-{digest}'}",
+                label = "known" if known(name, exc) else "NEW"
+                print(f"CRASH {name} ({label}): {sig}: {str(exc)[:200]!r} -> {crashes / f'crash-{digest}'}",
                       flush=True)
 
     new = WORK / name
@@ -119,13 +121,16 @@ def main(argv: list[str] | None = None) -> int:
         execs_stat = re.search(r"stat::number_of_executed_units: (\d+)", text)
         execs = int(m[1]) if m else int(execs_stat[1]) if execs_stat else 0
         secs = float(m[2]) if m else time.monotonic() - started
-        crashes = text.count("\nCRASH ") + text.startswith("CRASH ")
+        crashes = len(re.findall(r"^CRASH ", text, re.M))
+        new = len(re.findall(r"^CRASH \S+ \(NEW\)", text, re.M))
         fatal = re.search(r"ERROR: libFuzzer: (timeout|out-of-memory|deadly signal|fuzz target exited)", text)
         crashes += bool(fatal)
         abnormal = "ERROR: libFuzzer" in text or not m or proc.returncode != 0
         failed |= abnormal or crashes > 0
-        note = f"ended: {fatal[1] if fatal else 'abnormally'}, see {log.relative_to(ROOT)}" if abnormal else ""
-        rows.append((name, execs, secs, crashes, note))
+        notes = [f"{new} not in fuzz/known.py"] if new else []
+        if abnormal:
+            notes.append(f"ended: {fatal[1] if fatal else 'abnormally'}, see {log.relative_to(ROOT)}")
+        rows.append((name, execs, secs, crashes, "; ".join(notes)))
     print(f"\n{'target':<16}{'execs':>10}{'seconds':>9}{'execs/s':>9}{'crashes':>9}")
     for name, execs, secs, crashes, note in rows:
         rate = execs / secs if secs else 0.0
