@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 IMPL   ?= $(BIN)/python -m desync_ref
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: setup system-deps bench-http-deps apt-need demo test bench-http test-compiled test-pure conformance fixtures lint bench clean
+.PHONY: setup system-deps bench-http-deps apt-need demo test bench-http test-compiled test-pure conformance fixtures lint bench clean fuzz
 
 setup: system-deps $(STAMP)
 
@@ -76,6 +76,15 @@ bench: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider benchmarks/test_kernels.py --benchmark-enable
 	$(BIN)/python benchmarks/compare_casync.py
 	$(BIN)/python benchmarks/measure_rss.py
+
+# Coverage-guided fuzzing (atheris) of every parser of untrusted bytes: each target of
+# fuzz/targets.py for FUZZ_TIME seconds under a 2 GiB memory cap; prints executions per
+# target and the crashes found, known (fuzz/known.py) or new (fuzz/README.md); exits 1 on any crash. CI runs the short replay, tests/test_fuzz_corpus.py.
+FUZZ_TIME ?= 60
+# Only the `fuzz` extra's packages are installed (re-installing the project would rebuild the kernels).
+fuzz: setup
+	$(BIN)/python -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['fuzz'])" | xargs $(BIN)/pip install -q
+	$(BIN)/python -m fuzz.run --time $(FUZZ_TIME) --rss-mb 2048
 
 clean:
 	rm -rf build $(VENV) desync_ref/kernels/*.so

@@ -1,0 +1,131 @@
+"""Regression tests for the crashes fuzzing found (``fuzz/crashes/``, one line each in
+``fuzz/crashes/README.md``). Each test asserts the right outcome; while the bug is open it
+is marked ``xfail(strict=True)``, so the fix makes it XPASS and fail until the marker (and
+the bug's entry in ``fuzz/known.py``) is removed.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from desync_ref.config import ConfigError, load_config  # noqa: E402
+from desync_ref.errors import InvalidParameter  # noqa: E402
+from desync_ref.server.options import parse_listen  # noqa: E402
+from fuzz.targets import run_one  # noqa: E402
+
+CRASHES = ROOT / "fuzz" / "crashes"
+
+
+def _child(code: str, *, timeout: float, memory_mb: int | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (a hang or a memory blow-up must not take pytest
+    with it): under ``ulimit -v memory_mb`` and killed after ``timeout`` seconds."""
+    prefix = ""
+    if memory_mb is not None:
+        prefix = f"import resource; resource.setrlimit(resource.RLIMIT_AS, ({memory_mb << 20}, {memory_mb << 20}))\n"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+    try:
+        return subprocess.run([sys.executable, "-c", prefix + code], capture_output=True, text=True,
+                              timeout=timeout, env=env, cwd=ROOT, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"no result after {timeout} s")
+
+
+@pytest.mark.xfail(strict=True, reason="tarstream: a PAX mtime before 1970 reaches the catar ENTRY "
+                   "encoder as a negative number and struct.error escapes (formats/tarstream.py "
+                   "_mtime_ns, formats/catar.py encode_entry)")
+def test_tar_stream_negative_pax_mtime() -> None:
+    run_one("tarstream", (CRASHES / "tarstream" / "negative-pax-mtime.tar").read_bytes())
+
+
+@pytest.mark.xfail(strict=True, reason="tarstream: a PAX mtime that is a float but not digits[.digits] "
+                   "(\"1e9\") passes tarfile and ValueError escapes from int() in "
+                   "formats/tarstream.py _mtime_ns")
+def test_tar_stream_exponent_pax_mtime() -> None:
+    run_one("tarstream", (CRASHES / "tarstream" / "exponent-pax-mtime.tar").read_bytes())
+
+
+@pytest.mark.xfail(strict=True, reason="config: a config file that is not UTF-8 raises "
+                   "UnicodeDecodeError from load_config (read_text), not ConfigError")
+def test_config_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes((CRASHES / "config" / "non-utf8.json").read_bytes())
+    with pytest.raises(ConfigError):
+        load_config(path)
+
+
+@pytest.mark.xfail(strict=True, reason="server options: parse_listen hands a port that str.isdigit() "
+                   "accepts but int() does not (\"\u00b2\", over 4300 digits), or a service name with "
+                   "NUL or an unencodable character, to int()/getservbyname: ValueError or "
+                   "UnicodeEncodeError instead of InvalidParameter")
+@pytest.mark.parametrize("name", ["superscript-port", "nul-in-service", "non-utf8-service", "5000-digit-port"])
+def test_listen_address_junk_port(name: str) -> None:
+    text = (CRASHES / "listen_address" / name).read_bytes().decode("utf-8", "surrogateescape")
+    with pytest.raises(InvalidParameter):
+        parse_listen(text)
+
+
+@pytest.mark.xfail(strict=True, reason="config: location_match turns each '*' of a store-options key "
+                   "into its own '[^/]*', so a key with many stars against a long location that does "
+                   "not match backtracks for ever (config.py _glob_regex; Go's path.Match is linear)")
+def test_location_glob_many_stars() -> None:
+    pattern, _, location = (CRASHES / "location_glob" / "many-stars").read_text().partition("\n")
+    done = _child(f"from desync_ref.config import location_match\n"
+                  f"print(location_match({pattern!r}, {location!r}))", timeout=10)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+@pytest.mark.xfail(strict=True, reason="chunk: decompress of a small zstd frame that expands to 3 GiB "
+                   "allocates all of it before the size limit is checked: MemoryError under a 1.5 GiB "
+                   "cap instead of ChunkInvalid (formats/chunk.py decompress, no max_output_size)")
+def test_chunk_zstd_bomb() -> None:
+    done = _child("from desync_ref.errors import ChunkInvalid\n"
+                  "from desync_ref.formats.chunk import decompress\n"
+                  "blob = open('fuzz/crashes/chunk/zstd-bomb-3g.cacnk', 'rb').read()\n"
+                  "try:\n    decompress(blob)\nexcept ChunkInvalid:\n    print('ChunkInvalid')\n",
+                  timeout=60, memory_mb=1536)
+    assert done.returncode == 0 and done.stdout.strip() == "ChunkInvalid", done.stderr[-500:]
+
+
+@pytest.mark.xfail(strict=True, reason="untar: a DEVICE record whose major or minor does not fit 32 bits "
+                   "reaches os.makedev and OverflowError escapes (fs/write.py DiskSink.other)")
+def test_untar_device_number_over_32_bits() -> None:
+    run_one("untar", (CRASHES / "untar" / "device-number-over-32-bits.catar").read_bytes())
+
+
+@pytest.mark.xfail(strict=True, reason="untar: an ENTRY uid/gid that os.fchown cannot take (out of the "
+                   "C range) makes OverflowError escape (fs/write.py DiskSink._meta)")
+def test_untar_gid_out_of_range() -> None:
+    run_one("untar", (CRASHES / "untar" / "gid-out-of-range.catar").read_bytes())
+
+
+@pytest.mark.xfail(strict=True, reason="untar --output-format gnu-tar: a uid (or other number) of 2**63 "
+                   "or more fits neither octal nor GNU base-256 and OverflowError escapes "
+                   "(formats/gnutar.py _numeric; Go's tar writer returns an error)")
+def test_gnutar_uid_over_63_bits() -> None:
+    run_one("catar_sinks", (CRASHES / "catar_sinks" / "gnutar-uid-over-63-bits.catar").read_bytes())
+
+
+@pytest.mark.xfail(strict=True, reason="untar: ACL records whose uid/gid does not fit 32 bits or whose "
+                   "permissions do not fit 16 bits reach struct.pack in fs/acl.py build_acl / "
+                   "build_default_acl and struct.error escapes")
+@pytest.mark.parametrize("name", ["acl-uid-over-32-bits", "default-acl-id-over-32-bits",
+                                  "acl-permissions-over-16-bits"])
+def test_untar_acl_values_out_of_range(name: str) -> None:
+    run_one("untar", (CRASHES / "untar" / f"{name}.catar").read_bytes())
+
+
+@pytest.mark.xfail(strict=True, reason="untar: when a restore fails (here a truncated or an empty archive: "
+                   "InvalidFormat), DiskSink's root and directory descriptors stay open; only "
+                   "EndOfArchive closes them (fs/write.py DiskSink, operations/untar.py TreeWalker)")
+@pytest.mark.parametrize("name", ["truncated-leaks-fds", "empty-leaks-fd"])
+def test_untar_failure_leaks_no_descriptors(name: str) -> None:
+    run_one("untar", (CRASHES / "untar" / f"{name}.catar").read_bytes())
