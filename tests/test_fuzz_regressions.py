@@ -39,16 +39,10 @@ def _child(code: str, *, timeout: float, memory_mb: int | None = None) -> subpro
         pytest.fail(f"no result after {timeout} s")
 
 
-@pytest.mark.xfail(strict=True, reason="tarstream: a PAX mtime before 1970 reaches the catar ENTRY "
-                   "encoder as a negative number and struct.error escapes (formats/tarstream.py "
-                   "_mtime_ns, formats/catar.py encode_entry)")
 def test_tar_stream_negative_pax_mtime() -> None:
     run_one("tarstream", (CRASHES / "tarstream" / "negative-pax-mtime.tar").read_bytes())
 
 
-@pytest.mark.xfail(strict=True, reason="tarstream: a PAX mtime that is a float but not digits[.digits] "
-                   "(\"1e9\") passes tarfile and ValueError escapes from int() in "
-                   "formats/tarstream.py _mtime_ns")
 def test_tar_stream_exponent_pax_mtime() -> None:
     run_one("tarstream", (CRASHES / "tarstream" / "exponent-pax-mtime.tar").read_bytes())
 
@@ -83,9 +77,6 @@ def test_location_glob_many_stars() -> None:
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="chunk: decompress of a small zstd frame that expands to 3 GiB "
-                   "allocates all of it before the size limit is checked: MemoryError under a 1.5 GiB "
-                   "cap instead of ChunkInvalid (formats/chunk.py decompress, no max_output_size)")
 def test_chunk_zstd_bomb() -> None:
     done = _child("from desync_ref.errors import ChunkInvalid\n"
                   "from desync_ref.formats.chunk import decompress\n"
@@ -95,37 +86,24 @@ def test_chunk_zstd_bomb() -> None:
     assert done.returncode == 0 and done.stdout.strip() == "ChunkInvalid", done.stderr[-500:]
 
 
-@pytest.mark.xfail(strict=True, reason="untar: a DEVICE record whose major or minor does not fit 32 bits "
-                   "reaches os.makedev and OverflowError escapes (fs/write.py DiskSink.other)")
 def test_untar_device_number_over_32_bits() -> None:
     run_one("untar", (CRASHES / "untar" / "device-number-over-32-bits.catar").read_bytes())
 
 
-@pytest.mark.xfail(strict=True, reason="untar: an ENTRY uid/gid that os.fchown cannot take (out of the "
-                   "C range) makes OverflowError escape (fs/write.py DiskSink._meta)")
 def test_untar_gid_out_of_range() -> None:
     run_one("untar", (CRASHES / "untar" / "gid-out-of-range.catar").read_bytes())
 
 
-@pytest.mark.xfail(strict=True, reason="untar --output-format gnu-tar: a uid (or other number) of 2**63 "
-                   "or more fits neither octal nor GNU base-256 and OverflowError escapes "
-                   "(formats/gnutar.py _numeric; Go's tar writer returns an error)")
 def test_gnutar_uid_over_63_bits() -> None:
     run_one("catar_sinks", (CRASHES / "catar_sinks" / "gnutar-uid-over-63-bits.catar").read_bytes())
 
 
-@pytest.mark.xfail(strict=True, reason="untar: ACL records whose uid/gid does not fit 32 bits or whose "
-                   "permissions do not fit 16 bits reach struct.pack in fs/acl.py build_acl / "
-                   "build_default_acl and struct.error escapes")
 @pytest.mark.parametrize("name", ["acl-uid-over-32-bits", "default-acl-id-over-32-bits",
                                   "acl-permissions-over-16-bits"])
 def test_untar_acl_values_out_of_range(name: str) -> None:
     run_one("untar", (CRASHES / "untar" / f"{name}.catar").read_bytes())
 
 
-@pytest.mark.xfail(strict=True, reason="untar: when a restore fails (here a truncated or an empty archive: "
-                   "InvalidFormat), DiskSink's root and directory descriptors stay open; only "
-                   "EndOfArchive closes them (fs/write.py DiskSink, operations/untar.py TreeWalker)")
 @pytest.mark.parametrize("name", ["truncated-leaks-fds", "empty-leaks-fd"])
 def test_untar_failure_leaks_no_descriptors(name: str) -> None:
     run_one("untar", (CRASHES / "untar" / f"{name}.catar").read_bytes())

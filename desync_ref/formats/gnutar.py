@@ -130,3 +130,6 @@ class GnuTarSink:
     def close(self) -> None:
         self.out.write(bytes(2 * BLOCK))
         self.out.flush()
+
+    def abort(self) -> None:
+        """Nothing to release: the caller owns ``out`` and discards it."""

@@ -71,3 +71,6 @@ class MtreeSink:
 
     def close(self) -> None:
         self.out.flush()
+
+    def abort(self) -> None:
+        """Nothing to release: the caller owns ``out``."""

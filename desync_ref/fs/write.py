@@ -234,13 +234,24 @@ class DiskSink:
                 os.mknod(name, kind | 0o600, dir_fd=parent)
             self._meta(None, parent, name, e)
 
-    def close(self) -> None:
+    def abort(self) -> None:
+        """After a failed walk: close every descriptor; apply no pending metadata."""
+        self._release()
+        self._pending = []
+        if self.root_fd >= 0:
+            os.close(self.root_fd)
+            self.root_fd = -1
+
+    def _release(self) -> None:
         if self._file is not None:
             os.close(self._file[0])
             self._file = None
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()
+
+    def close(self) -> None:
+        self._release()
         pending, self._pending = self._pending, []
         try:
             for path, e in pending:
@@ -252,6 +263,7 @@ class DiskSink:
                         os.close(fd)
         finally:
             os.close(self.root_fd)
+            self.root_fd = -1
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -10,9 +10,10 @@ directory's metadata is applied after its children.
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from desync_ref.errors import InvalidFormat
@@ -44,7 +45,11 @@ class Sink(Protocol):
     def end_file(self) -> None: ...
     def other(self, path: list[bytes], e: Entry) -> None: ...
     def end_directory(self, path: list[bytes], e: Entry) -> None: ...
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """The archive ended well: finish the output."""
+
+    def abort(self) -> None:
+        """The walk failed: release what the sink holds, finish nothing."""
 
 
 class TreeWalker:
@@ -84,21 +89,38 @@ class TreeWalker:
 
     def feed(self, decoder: CatarDecoder, data: bytes) -> None:
         """Give ``data`` (``b""`` at the end of input) to ``decoder``; handle what it completes."""
-        decoder.receive_data(data)
-        while not self.done:
-            event = decoder.next_event()
-            if isinstance(event, NeedData):
-                return
-            self.handle(event)
+        try:
+            decoder.receive_data(data)
+            while not self.done:
+                event = decoder.next_event()
+                if isinstance(event, NeedData):
+                    return
+                self.handle(event)
+        except BaseException:
+            if not self.done:  # after EndOfArchive the sink has closed itself
+                self.sink.abort()
+            raise
+
+
+@contextlib.contextmanager
+def _aborting(sink: Sink) -> Iterator[None]:
+    """A walk that fails for any reason leaves the sink holding nothing (descriptors of a
+    long-lived process would run out otherwise)."""
+    try:
+        yield
+    except BaseException:
+        sink.abort()
+        raise
 
 
 def walk_file(location: str, sink: Sink) -> None:
     """Decode the catar file ``location`` (``-`` for stdin) into ``sink``."""
-    if location == "-":
-        _walk_reads(sys.stdin.buffer.read, sink)
-    else:
-        with open(location, "rb", buffering=0) as f:
-            _walk_reads(f.read, sink)
+    with _aborting(sink):
+        if location == "-":
+            _walk_reads(sys.stdin.buffer.read, sink)
+        else:
+            with open(location, "rb", buffering=0) as f:
+                _walk_reads(f.read, sink)
 
 
 def _walk_reads(read: Callable[[int], bytes], sink: Sink) -> None:
@@ -121,12 +143,13 @@ def walk_index(index: Index, store: Store, sink: Sink, *, workers: int = 4) -> N
     decoder, walker = CatarDecoder(), TreeWalker(sink)
     # Chunks are fetched a few ahead (remote stores), at most 2 * workers in memory.
     blocks = ordered_map(fetch, index.chunks, workers)
-    try:
-        for data in blocks:
-            walker.feed(decoder, data)
-    finally:
-        blocks.close()
-    walker.feed(decoder, b"")
+    with _aborting(sink):
+        try:
+            for data in blocks:
+                walker.feed(decoder, data)
+        finally:
+            blocks.close()
+        walker.feed(decoder, b"")
 
 
 def walk_directory(path: str, flags: int, sink: Sink) -> None:
@@ -135,5 +158,6 @@ def walk_directory(path: str, flags: int, sink: Sink) -> None:
     from desync_ref.fs.walk import TreeEncoder
 
     decoder, walker = CatarDecoder(), TreeWalker(sink)
-    TreeEncoder(CatarWriter(lambda data: walker.feed(decoder, data)), flags).encode(path)
-    walker.feed(decoder, b"")
+    with _aborting(sink):
+        TreeEncoder(CatarWriter(lambda data: walker.feed(decoder, data)), flags).encode(path)
+        walker.feed(decoder, b"")
