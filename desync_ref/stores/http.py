@@ -18,7 +18,6 @@ and the timeout is one deadline for the whole exchange (``Client.Timeout``).
 from __future__ import annotations
 
 import base64
-import re
 import ssl
 import threading
 import time
@@ -28,7 +27,14 @@ import warnings
 from typing import Any, Final
 
 import urllib3
-from urllib3.exceptions import HTTPError, InsecureRequestWarning, MaxRetryError, SSLError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    InsecureRequestWarning,
+    MaxRetryError,
+    ReadTimeoutError,
+    SSLError,
+)
 from urllib3.util import parse_url
 
 from desync_ref.errors import ChunkMissing, IndexMissing, InvalidFormat, StoreError
@@ -41,7 +47,8 @@ from desync_ref.formats.chunk import (
 from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
-from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
+from desync_ref.stores.index_stores import MAX_INDEX_BYTES
+from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 
 USER_AGENT: Final = "desync-ref"
 SCHEMES: Final = ("http://", "https://")
@@ -51,26 +58,10 @@ _REDIRECTS: Final = (301, 302, 303, 307, 308)
 # Largest bodies read: a chunk holds at most CA_CHUNK_SIZE_LIMIT_MAX bytes; compressed it
 # may grow by zstd's worst case (ZSTD_COMPRESSBOUND: n + n/256 + a little).
 MAX_CHUNK_BODY: Final = CA_CHUNK_SIZE_LIMIT_MAX + (CA_CHUNK_SIZE_LIMIT_MAX >> 8) + 4096
-# An index is 40 bytes per chunk: 256 MiB is 6.7 million chunks, about 400 GiB of data at
-# the default 64 KiB average chunk size. index-server takes PUTs up to the same size.
-MAX_INDEX_BODY: Final = 256 * 1024 * 1024
+MAX_INDEX_BODY: Final = MAX_INDEX_BYTES
 # Error bodies are shown cut to 200 characters; no need to read more of them.
 _MAX_ERROR_BODY: Final = 64 * 1024
 _READ_PIECE: Final = 1024 * 1024
-
-_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/?#@\s]*)@")
-
-
-def redact(text: str) -> str:
-    """``text`` with the password of every URL in it replaced, as Go's ``URL.Redacted``
-    (``user:xxxxx@``); a user name alone, which may be a token, is replaced too."""
-
-    def hide(match: re.Match[str]) -> str:
-        user, sep, _ = match.group(2).partition(":")
-        return f"{match.group(1)}{user + ':' if sep else ''}xxxxx@"
-
-    return _USERINFO.sub(hide, text)
-
 
 def split_credentials(location: str) -> tuple[str, str | None]:
     """(the URL without its user info, the Basic Authorization value it asked for, or None)."""
@@ -240,7 +231,7 @@ class HTTPBase:
             left = self._remaining(deadline)
             if sock is not None and left is not None:
                 sock.settimeout(left)
-            piece = resp.read(min(_READ_PIECE, limit + 1 - size))
+            piece = resp.read1(min(_READ_PIECE, limit + 1 - size))
             if not piece:
                 return b"".join(parts)
             size += len(piece)
@@ -303,7 +294,8 @@ class HTTPBase:
                 raise StoreError(f"{method} {url}: TLS error: {_reason(exc)}") from None
             except _TooLarge:  # nor does the size of an object
                 raise StoreError(f"{method} {url}: response larger than {self.max_body} bytes") from None
-            except _Deadline:
+            except (_Deadline, TimeoutError, ReadTimeoutError, ConnectTimeoutError):
+                # the socket timeout is what is left of the deadline: either way it ran out
                 if attempt >= attempts:
                     raise StoreError(f"{method} {url}: timed out after {self.options.timeout:g} s") from None
             except (HTTPError, OSError) as exc:
