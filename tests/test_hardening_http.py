@@ -154,6 +154,10 @@ def test_url_credentials_never_shown(data: dict[str, Path], tmp_path: Path) -> N
                  tmp_path / "o3"]),
             cli(["list-chunks", f"http://alice:{SECRET}@127.0.0.1:{bad.port}/"]),
         ]
+        with Scripted(lambda h: send_file(h, data["base"] / "nowhere")) as empty:
+            errors.append(cli(["extract", "-e", "1", "-s", f"http://alice:{SECRET}@127.0.0.1:{empty.port}/",
+                               data["index"], tmp_path / "o4"]))
+            assert "not found in http://alice:xxxxx@127.0.0.1" in errors[-1].stderr.decode()
         for proc in errors:
             err = assert_clean_failure(proc)
             assert SECRET not in err, err
