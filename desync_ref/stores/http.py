@@ -32,6 +32,7 @@ from urllib3.exceptions import (
     HTTPError,
     InsecureRequestWarning,
     MaxRetryError,
+    NewConnectionError,
     ReadTimeoutError,
     SSLError,
 )
@@ -294,12 +295,16 @@ class HTTPBase:
                 raise StoreError(f"{method} {url}: TLS error: {_reason(exc)}") from None
             except _TooLarge:  # nor does the size of an object
                 raise StoreError(f"{method} {url}: response larger than {self.max_body} bytes") from None
-            except (_Deadline, TimeoutError, ReadTimeoutError, ConnectTimeoutError):
-                # the socket timeout is what is left of the deadline: either way it ran out
+            except _Deadline:
                 if attempt >= attempts:
                     raise StoreError(f"{method} {url}: timed out after {self.options.timeout:g} s") from None
             except (HTTPError, OSError) as exc:
                 if attempt >= attempts:
+                    # the socket timeout is what is left of the deadline: either way it ran
+                    # out (urllib3's NewConnectionError is a ConnectTimeoutError, but is not one)
+                    if (isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError))
+                            and not isinstance(exc, NewConnectionError) and self.options.timeout):
+                        raise StoreError(f"{method} {url}: timed out after {self.options.timeout:g} s") from None
                     raise StoreError(f"{method} {url}: {_reason(exc)}") from None
             else:
                 if not 500 <= status < 600 or attempt >= attempts:
