@@ -12,9 +12,11 @@ refused rather than ignored, so that a typo does not silently do nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -25,6 +27,7 @@ from desync_ref.stores.options import (
     DEFAULT_ERROR_RETRY_BASE_INTERVAL,
     DEFAULT_TIMEOUT,
     StoreOptions,
+    redact,
 )
 
 NANOSECONDS: Final = 1_000_000_000
@@ -66,11 +69,13 @@ class Config:
     oci_credentials: dict[str, Any] | None = None
     loaded: bool = field(default=False)
 
-    def to_json(self) -> str:
-        """desync ``runConfig``: ``json.MarshalIndent`` with two spaces (Go sorts map keys)."""
+    def to_json(self, *, shown: bool = False) -> str:
+        """desync ``runConfig``: ``json.MarshalIndent`` with two spaces (Go sorts map keys).
+        ``shown``: for the screen, credentials in location keys redacted (not for the file)."""
         options = None
         if self.store_options is not None:
-            options = {key: _entry_json(entry) for key, entry in sorted(self.store_options.items())}
+            options = {(redact(key) if shown else key): _entry_json(entry)
+                       for key, entry in sorted(self.store_options.items())}
         value = {"s3-credentials": _sorted(self.s3_credentials),
                  "oci-credentials": _sorted(self.oci_credentials),
                  "store-options": options}
@@ -162,15 +167,23 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
 
 
 def write_config(config: Config) -> None:
-    """``config -w``: the file is replaced whole (mode 0600, as desync creates it)."""
+    """``config -w``: the file is replaced whole (mode 0600, as desync creates it).
+
+    The new content goes to a fresh temp file beside the target, made with O_EXCL (so no
+    stale file or symlink of that name is reused, and the mode is 0600 from the start) and
+    renamed over the target; on any error it is removed."""
     target = config.path
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(config.to_json())
-        out.write("\n")
-    os.replace(tmp, target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(config.to_json())
+            out.write("\n")
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def apply_entry(base: StoreOptions, entry: dict[str, Any]) -> StoreOptions:

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,7 @@ class Certs:
     client_key: Path
     other_client_cert: Path  # signed by a CA the server does not trust
     other_client_key: Path
+    other_ca: Path | None = None  # that other CA's own certificate
 
 
 def make_certs(directory: Path) -> Certs:
@@ -106,6 +107,7 @@ def make_certs(directory: Path) -> Certs:
         client_key=write_key(c_key, directory / "client.key"),
         other_client_cert=write_cert(o_cert, directory / "other.pem"),
         other_client_key=write_key(o_key, directory / "other.key"),
+        other_ca=write_cert(other, directory / "other-ca.pem"),
     )
 
 
@@ -248,6 +250,81 @@ class Upstream:
         self._server.server_close()
 
     def __enter__(self) -> Upstream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class Seen:
+    """One request a :class:`Scripted` server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+def send_file(handler: http.server.BaseHTTPRequestHandler, root: Path, *, body: bool = True) -> None:
+    """Answer with the file under ``root`` named by the request path (200), or 404."""
+    path = root / handler.path.lstrip("/").split("?", 1)[0]
+    data = path.read_bytes() if ".." not in handler.path and path.is_file() else None
+    handler.send_response(200 if data is not None else 404)
+    handler.send_header("Content-Length", str(len(data or b"")))
+    handler.end_headers()
+    if body and data:
+        handler.wfile.write(data)
+
+
+class Scripted:
+    """A loopback HTTP/1.1 server whose every request is answered by ``respond(handler)``.
+
+    Requests are recorded in ``seen`` (method, path, headers). ``respond`` writes the whole
+    answer with the BaseHTTPRequestHandler API and may misbehave (stall, drop, lie about the
+    length); errors from a client that went away are ignored."""
+
+    def __init__(self, respond: Callable[[http.server.BaseHTTPRequestHandler], None]) -> None:
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        scripted = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _any(self) -> None:
+                with scripted._lock:
+                    scripted.seen.append(Seen(self.command, self.path, dict(self.headers.items())))
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                try:
+                    respond(self)
+                except OSError:
+                    self.close_connection = True
+
+            do_GET = do_HEAD = do_PUT = _any
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Scripted:
         return self
 
     def __exit__(self, *exc: object) -> None:

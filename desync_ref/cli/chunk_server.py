@@ -41,8 +41,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("-w", "--writable", "--writeable", action="store_true", help="support writing")
     parser.add_argument("--skip-verify-read", type=_bool_flag, nargs="?", const=True, default=True,
                         help="don't verify chunk data read from upstream stores (default true)")
-    parser.add_argument("--skip-verify-write", type=_bool_flag, nargs="?", const=True, default=True,
-                        help="don't verify chunk data written to this server (default true)")
+    # desync's default is true; desync_ref verifies PUTs unless told not to (spec/http.md).
+    parser.add_argument("--skip-verify-write", type=_bool_flag, nargs="?", const=True, default=False,
+                        help="don't verify chunk data written to this server (default false)")
     parser.add_argument("-u", "--uncompressed", action="store_true", help="serve uncompressed chunks")
     parser.add_argument("-r", "--cache-repair", type=_bool_flag, nargs="?", const=True, default=True,
                         help="replace invalid chunks in the cache from source")

@@ -31,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
             raise OSError(exc.errno, f"cannot write config file: {exc.strerror}", str(where)) from None
         print(f"Writing config to {config.path}")
         return 0
-    sys.stdout.write(config.to_json())
+    sys.stdout.write(config.to_json(shown=True))
     sys.stdout.write("\n")
     return 0

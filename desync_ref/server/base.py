@@ -8,6 +8,12 @@ not load, an address it cannot listen on, a log file it cannot open) is a Server
 The stack is aiohttp on asyncio (uvloop when installed): one event loop parses HTTP in C
 (llhttp), keeps connections alive and serves many concurrent clients; store calls, which
 block, run in a thread pool sized by ``-n``.
+
+Timeouts are desync's (``serve`` in ``cmd/desync/indexserver.go``): 30 s to read a
+request's headers (Go ``ReadHeaderTimeout``, which aiohttp lacks: a timer per connection,
+armed when a request's first bytes or the connection arrive and stopped when the headers are
+parsed) and 120 s for an idle keep-alive connection (``IdleTimeout``: aiohttp's
+``keepalive_timeout``).
 """
 
 from __future__ import annotations
@@ -21,14 +27,17 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
-from aiohttp import web
+from aiohttp import web, web_protocol
 
 from desync_ref.errors import ServerSetupError
 from desync_ref.server.options import ServerOptions, parse_listen
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+
+HEADER_TIMEOUT: Final = 30.0  # seconds, desync ReadHeaderTimeout
+IDLE_TIMEOUT: Final = 120.0  # seconds, desync IdleTimeout
 
 
 def tls_context(options: ServerOptions) -> ssl.SSLContext | None:
@@ -116,6 +125,80 @@ class RequestLog:
             self.out.close()
 
 
+class _Connection(web_protocol.RequestHandler):
+    """aiohttp's connection protocol with a deadline for a request's headers."""
+
+    header_timeout: float = HEADER_TIMEOUT
+    _header_timer: asyncio.TimerHandle | None = None
+    _in_request: bool = False
+
+    def _arm(self) -> None:
+        if self._header_timer is None and not self._in_request:
+            self._header_timer = self._loop.call_later(self.header_timeout, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if not self._in_request:
+            self.force_close()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        if data:
+            self._arm()
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def request_started(self) -> None:
+        self._in_request = True
+        self._disarm()
+
+    def request_done(self) -> None:
+        self._in_request = False
+
+
+class _Server(web.Server):
+    def __init__(self, handler: Handler, *, header_timeout: float, **kwargs: Any) -> None:
+        self.header_timeout = header_timeout
+        super().__init__(handler, **kwargs)
+
+    def __call__(self) -> web_protocol.RequestHandler:
+        connection = _Connection(self, loop=self._loop, **self._kwargs)
+        connection.header_timeout = self.header_timeout
+        return connection
+
+
+def _tracked(handler: Handler) -> Handler:
+    async def tracked(request: web.BaseRequest) -> web.StreamResponse:
+        connection = request.protocol
+        if isinstance(connection, _Connection):
+            connection.request_started()
+        try:
+            return await handler(request)
+        finally:
+            if isinstance(connection, _Connection):
+                connection.request_done()
+
+    return tracked
+
+
+def make_web_server(handler: Handler, *, header_timeout: float = HEADER_TIMEOUT,
+                    idle_timeout: float = IDLE_TIMEOUT) -> web.Server:
+    """The low-level aiohttp server of both commands, with desync's timeouts."""
+    return _Server(_tracked(handler), header_timeout=header_timeout, access_log=None,
+                   handler_cancellation=False, keepalive_timeout=idle_timeout)
+
+
 def warn(prog: str, message: str) -> None:
     print(f"{prog}: {' '.join(message.split())}", file=sys.stderr, flush=True)
 
@@ -133,7 +216,7 @@ async def _serve(handler: Handler, options: ServerOptions, prog: str,
     addresses = [parse_listen(address) for address in (options.listen or [":http"])]
     loop = asyncio.get_running_loop()
     loop.set_default_executor(executor)
-    server = web.Server(handler, access_log=None, handler_cancellation=False)
+    server = make_web_server(handler)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stop = asyncio.Event()

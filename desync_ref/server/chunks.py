@@ -8,7 +8,10 @@ not writable or the body does not verify, 500 when the store fails, 200 when sto
 Concurrent GETs of one chunk share one upstream fetch (desync ``dedupqueue.go``).
 
 Chunks are checked where they are built: a read by the store (with the digest unless
-``--skip-verify-read``), a PUT body by ``Chunk.with_id`` (unless ``--skip-verify-write``).
+``--skip-verify-read``), a PUT body by ``Chunk.with_id`` (unless ``--skip-verify-write``;
+unlike desync, whose default is to skip, PUTs are verified by default). A PUT never replaces
+a chunk the store already holds in a form that verifies: the id names the content, so the
+chunk there is kept and the PUT answered 200, whatever bytes it brought.
 What the store can do is asked of its type: WriteStore for PUT, InlineRead for the fast path.
 """
 
@@ -42,7 +45,7 @@ _OCTETS: Final = {"Content-Type": "application/octet-stream"}
 class ChunkHandler:
     def __init__(self, store: Store, digest: Digest, *, writable: bool = False,
                  uncompressed: bool = False, skip_verify_read: bool = True,
-                 skip_verify_write: bool = True, authorization: str = "") -> None:
+                 skip_verify_write: bool = False, authorization: str = "") -> None:
         self.store = store
         self.digest = digest
         self.writable = writable
@@ -135,6 +138,16 @@ class ChunkHandler:
         return web.Response(status=200 if found else 404)
 
     # -- PUT ---------------------------------------------------------------------------
+    def _holds_valid(self, store: Store, chunk_id: bytes) -> bool:
+        """The store has this chunk and it decompresses and hashes to its id."""
+        if not store.has_chunk(chunk_id):
+            return False
+        try:
+            store.get_chunk(chunk_id, self.digest)
+        except (ChunkInvalid, ChunkMissing):
+            return False
+        return True
+
     def _store(self, chunk_id: bytes, body: bytes) -> web.Response:
         try:
             if self.uncompressed:
@@ -147,7 +160,8 @@ class ChunkHandler:
         if not isinstance(store, WriteStore):
             return text(400, "upstream chunk store does not support writing")
         try:
-            store.store_chunk(chunk)
+            if not self._holds_valid(store, chunk_id):
+                store.store_chunk(chunk)
         except (DesyncRefError, OSError) as exc:
             warn(PROG, f"failed to store chunk {chunk_id.hex()}: {exc}")
             return text(500, "internal server error")

@@ -17,9 +17,9 @@ from aiohttp import web
 from desync_ref.errors import DesyncRefError, IndexMissing, InvalidFormat
 from desync_ref.formats.index import encode_index, parse_index
 from desync_ref.server.base import authorized, read_body, text, warn
-from desync_ref.server.chunks import MAX_BODY, ONLY
+from desync_ref.server.chunks import ONLY
 from desync_ref.stores import IndexStore, IndexWriteStore
-from desync_ref.stores.index_stores import valid_index_name
+from desync_ref.stores.index_stores import MAX_INDEX_BYTES, valid_index_name
 
 PROG: Final = "index-server"
 
@@ -42,7 +42,7 @@ class IndexHandler:
         if request.method == "PUT":
             if not self.writable:
                 return text(400, "writing to upstream index store is not enabled")
-            body = await read_body(request, MAX_BODY)
+            body = await read_body(request, MAX_INDEX_BYTES)
             if body is None:
                 return text(413, "index too large")
             return await loop.run_in_executor(None, self._put, name, body)

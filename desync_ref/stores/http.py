@@ -9,19 +9,33 @@ error; transport errors and 5xx are retried ``error_retry`` times in all with a 
 back-off (attempt N waits N times the base interval, ``IssueRetryableHttpRequest``); a 404 is never
 retried. PUT succeeds with 200 or 201 (``StoreObject``). No compression is negotiated
 (``DisableCompression``), proxies come from the environment (``ProxyFromEnvironment``).
+What Go's ``http.Client`` does for desync is done here by hand: credentials in the URL are
+sent as Basic auth (``Client.send``), redirects are followed up to 10 times without the
+credentials when they lead to another host (``Client.do``, ``shouldCopyHeaderOnRedirect``),
+and the timeout is one deadline for the whole exchange (``Client.Timeout``).
 """
 
 from __future__ import annotations
 
+import base64
 import ssl
 import threading
 import time
+import urllib.parse
 import urllib.request
 import warnings
 from typing import Any, Final
 
 import urllib3
-from urllib3.exceptions import HTTPError, InsecureRequestWarning, MaxRetryError, SSLError
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    InsecureRequestWarning,
+    MaxRetryError,
+    NewConnectionError,
+    ReadTimeoutError,
+    SSLError,
+)
 from urllib3.util import parse_url
 
 from desync_ref.errors import ChunkMissing, IndexMissing, InvalidFormat, StoreError
@@ -31,25 +45,51 @@ from desync_ref.formats.chunk import (
     Digest,
     chunk_file_name,
 )
+from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
-from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
+from desync_ref.stores.index_stores import MAX_INDEX_BYTES
+from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 
 USER_AGENT: Final = "desync-ref"
 SCHEMES: Final = ("http://", "https://")
+# Go's http.Client stops after 10 redirects (defaultCheckRedirect).
+MAX_REDIRECTS: Final = 10
+_REDIRECTS: Final = (301, 302, 303, 307, 308)
+# Largest bodies read: a chunk holds at most CA_CHUNK_SIZE_LIMIT_MAX bytes; compressed it
+# may grow by zstd's worst case (ZSTD_COMPRESSBOUND: n + n/256 + a little).
+MAX_CHUNK_BODY: Final = CA_CHUNK_SIZE_LIMIT_MAX + (CA_CHUNK_SIZE_LIMIT_MAX >> 8) + 4096
+MAX_INDEX_BODY: Final = MAX_INDEX_BYTES
+# Error bodies are shown cut to 200 characters; no need to read more of them.
+_MAX_ERROR_BODY: Final = 64 * 1024
+_READ_PIECE: Final = 1024 * 1024
+
+def split_credentials(location: str) -> tuple[str, str | None]:
+    """(the URL without its user info, the Basic Authorization value it asked for, or None)."""
+    parts = urllib.parse.urlsplit(location)
+    if "@" not in parts.netloc:
+        return location, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    token = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+    clean = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    return clean, "Basic " + base64.b64encode(token.encode("utf-8")).decode("ascii")
 
 
 def _ssl_context(options: StoreOptions) -> ssl.SSLContext:
-    """desync ``tlsClientConfig``: system trust unless --ca-cert, optional client pair."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
-    if options.trust_insecure:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
+    """desync ``tlsClientConfig``: the system trust store, or only --ca-cert; a client pair."""
     if options.ca_cert:
+        # Go sets RootCAs to a pool of just this file: the system store is not consulted.
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         try:
             ctx.load_verify_locations(cafile=options.ca_cert)
         except (OSError, ssl.SSLError) as exc:
             raise StoreError(f"cannot load CA certificates from {options.ca_cert}: {_reason(exc)}") from None
+    else:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if options.trust_insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
     if bool(options.client_cert) != bool(options.client_key):
         raise StoreError("--client-key and --client-cert options need to be provided together")
     if options.client_cert and options.client_key:
@@ -70,7 +110,7 @@ def _reason(exc: BaseException) -> str:
     # urllib3 prefixes its own object reprs ("<urllib3.connection...>: Failed to ...").
     if text.startswith("<") and ">: " in text:
         text = text.split(">: ", 1)[1]
-    return " ".join(text.split())
+    return redact(" ".join(text.split()))
 
 
 def _proxy_for(url: str) -> str | None:
@@ -84,26 +124,46 @@ def _proxy_for(url: str) -> str | None:
     return proxy
 
 
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parsed = parse_url(url)
+    scheme = (parsed.scheme or "http").lower()
+    return scheme, (parsed.host or "").lower(), parsed.port or (443 if scheme == "https" else 80)
+
+
+class _Deadline(Exception):
+    """The request's overall timeout ran out."""
+
+
+class _TooLarge(Exception):
+    """A response body larger than the cap of what was asked for."""
+
+
 class HTTPBase:
     """Shared request machinery for chunk and index stores under one base URL."""
 
     kind = "object"
+    max_body = MAX_CHUNK_BODY
 
     def __init__(self, location: str, options: StoreOptions = DEFAULT_OPTIONS) -> None:
+        shown = redact(location)
         if not location.lower().startswith(SCHEMES):
-            raise StoreError(f"unsupported scheme in {location}, expected http or https")
+            raise StoreError(f"unsupported scheme in {shown}, expected http or https")
         try:
             parsed = parse_url(location)
         except ValueError as exc:
-            raise StoreError(f"invalid store URL {location}: {exc}") from None
+            raise StoreError(f"invalid store URL {shown}: {redact(str(exc))}") from None
         if not parsed.host:
-            raise StoreError(f"invalid store URL {location}: no host")
-        self.base = location if location.endswith("/") else location + "/"
-        self.location = location
+            raise StoreError(f"invalid store URL {shown}: no host")
+        clean, basic = split_credentials(location)
+        self.base = clean if clean.endswith("/") else clean + "/"
+        self.location = shown
         self.options = options
         self._headers: dict[str, str] = {"User-Agent": USER_AGENT}
+        # Go: an Authorization header set on the request wins over the URL's user info.
         if options.http_auth:
             self._headers["Authorization"] = options.http_auth
+        elif basic:
+            self._headers["Authorization"] = basic
         if options.http_cookie:
             self._headers["Cookie"] = options.http_cookie
         self._ssl = _ssl_context(options) if parsed.scheme == "https" else None
@@ -131,13 +191,11 @@ class HTTPBase:
             return pool
         with self._lock:
             if self._pool is None:
-                timeout = urllib3.Timeout(total=self.options.timeout) if self.options.timeout else urllib3.Timeout(None)
                 kwargs: dict[str, Any] = {
                     "num_pools": 4,
                     "maxsize": max(1, self.options.n),
                     "block": False,
                     "retries": False,
-                    "timeout": timeout,
                 }
                 if self._ssl is not None:
                     kwargs["ssl_context"] = self._ssl
@@ -151,12 +209,78 @@ class HTTPBase:
     def url(self, name: str) -> str:
         return self.base + name
 
+    def _remaining(self, deadline: float | None) -> float | None:
+        if deadline is None:
+            return None
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _Deadline
+        return left
+
+    def _read(self, resp: urllib3.BaseHTTPResponse, limit: int, deadline: float | None,
+              cut: bool = False) -> bytes:
+        """The body, up to ``limit`` bytes (more is _TooLarge, or cut off with ``cut``), within
+        the deadline (the socket timeout shrinks with it, so a server sending a byte now and
+        then cannot hold the request past it)."""
+        declared = resp.headers.get("Content-Length")
+        if not cut and declared is not None and declared.isdigit() and int(declared) > limit:
+            raise _TooLarge
+        parts: list[bytes] = []
+        size = 0
+        sock = getattr(getattr(resp, "connection", None), "sock", None)
+        while True:
+            left = self._remaining(deadline)
+            if sock is not None and left is not None:
+                sock.settimeout(left)
+            piece = resp.read1(min(_READ_PIECE, limit + 1 - size))
+            if not piece:
+                return b"".join(parts)
+            size += len(piece)
+            if size > limit:
+                if cut:
+                    return b"".join(parts)
+                raise _TooLarge
+            parts.append(piece)
+
     def _once(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", InsecureRequestWarning)
-            resp = self._manager().request(method, url, body=body, headers=self._headers,
-                                           redirect=True, preload_content=True, decode_content=False)
-        return resp.status, resp.data
+        """One attempt: the request and its redirects under one deadline (Go's Client.Timeout)."""
+        timeout = self.options.timeout
+        deadline = time.monotonic() + timeout if timeout else None
+        headers = dict(self._headers)
+        origin = _origin(url)
+        for _ in range(MAX_REDIRECTS + 1):
+            left = self._remaining(deadline)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", InsecureRequestWarning)
+                resp = self._manager().request(method, url, body=body, headers=headers, redirect=False,
+                                               preload_content=False, decode_content=False,
+                                               timeout=urllib3.Timeout(connect=left, read=left))
+            whole = False
+            try:
+                location = resp.headers.get("Location")
+                if resp.status not in _REDIRECTS or not location:
+                    if resp.status == 200:
+                        data = self._read(resp, self.max_body, deadline)
+                        whole = True
+                    else:  # only the start of an error body is shown
+                        data = self._read(resp, _MAX_ERROR_BODY, deadline, cut=True)
+                    return resp.status, data
+                self._read(resp, _MAX_ERROR_BODY, deadline, cut=True)
+            finally:
+                if not whole:  # a connection with unread bytes on it must not be reused
+                    resp.close()
+                resp.release_conn()
+            url = urllib.parse.urljoin(url, location)
+            if not url.lower().startswith(SCHEMES):
+                raise StoreError(f"{method} {redact(url)}: redirect to an unsupported scheme")
+            if _origin(url) != origin:
+                # Go drops Authorization and Cookie on a redirect to another host; once
+                # dropped they stay dropped, whatever host comes next.
+                headers.pop("Authorization", None)
+                headers.pop("Cookie", None)
+            if resp.status in (301, 302, 303) and method not in ("GET", "HEAD"):
+                method, body = "GET", None  # Go: the body is not sent again for these
+        raise StoreError(f"{method} {redact(url)}: stopped after {MAX_REDIRECTS} redirects")
 
     def request(self, method: str, name: str, body: bytes | None = None) -> tuple[int, bytes]:
         """One exchange, retried on transport errors and 5xx; returns (status, body)."""
@@ -169,8 +293,18 @@ class HTTPBase:
                 status, data = self._once(method, url, body)
             except SSLError as exc:  # a certificate does not get better by asking again
                 raise StoreError(f"{method} {url}: TLS error: {_reason(exc)}") from None
+            except _TooLarge:  # nor does the size of an object
+                raise StoreError(f"{method} {url}: response larger than {self.max_body} bytes") from None
+            except _Deadline:
+                if attempt >= attempts:
+                    raise StoreError(f"{method} {url}: timed out after {self.options.timeout:g} s") from None
             except (HTTPError, OSError) as exc:
                 if attempt >= attempts:
+                    # the socket timeout is what is left of the deadline: either way it ran
+                    # out (urllib3's NewConnectionError is a ConnectTimeoutError, but is not one)
+                    if (isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError))
+                            and not isinstance(exc, NewConnectionError) and self.options.timeout):
+                        raise StoreError(f"{method} {url}: timed out after {self.options.timeout:g} s") from None
                     raise StoreError(f"{method} {url}: {_reason(exc)}") from None
             else:
                 if not 500 <= status < 600 or attempt >= attempts:
@@ -178,7 +312,7 @@ class HTTPBase:
             time.sleep(attempt * self.options.error_retry_base_interval)
 
     def unexpected(self, method: str, name: str, status: int, body: bytes) -> StoreError:
-        detail = " ".join(body[:200].decode("utf-8", "replace").split())
+        detail = redact(" ".join(body[:200].decode("utf-8", "replace").split()))
         what = {401: "unauthorized", 403: "forbidden"}.get(status, "unexpected status")
         suffix = f": {detail}" if detail else ""
         return StoreError(f"{method} {self.url(name)}: {what} (HTTP {status}){suffix}")
@@ -188,8 +322,6 @@ class HTTPBase:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.clear()
-
-
 class HTTPStore(HTTPBase):
     """A remote chunk store (desync ``RemoteHTTP``): a WriteStore."""
 
@@ -238,6 +370,7 @@ class HTTPIndexStore(HTTPBase):
     """A remote index store (desync ``RemoteHTTPIndex``): ``<base>/<name>``, an IndexWriteStore."""
 
     kind = "index"
+    max_body = MAX_INDEX_BODY
 
     def get_index(self, name: str) -> Index:
         status, body = self.request("GET", name)
@@ -262,7 +395,7 @@ def split_index_url(location: str) -> tuple[str, str]:
     path = parsed.path or ""
     name = path.rsplit("/", 1)[-1]
     if not name:
-        raise StoreError(f"index URL {location} names no index")
+        raise StoreError(f"index URL {redact(location)} names no index")
     base = parsed._replace(path=path[: len(path) - len(name)], query=None, fragment=None).url
     return base, name
 

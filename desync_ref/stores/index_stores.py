@@ -9,9 +9,15 @@ scheme registry (``stores/registry.py``).
 
 from __future__ import annotations
 
+from typing import Final
+
 from desync_ref.stores import IndexStore
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
 from desync_ref.stores.registry import LOCAL, index_backend_for
+
+# The largest index read from or taken by an HTTP peer. An index is 40 bytes per chunk:
+# 256 MiB is 6.7 million chunks, some 400 GiB of data at the default 64 KiB average chunk.
+MAX_INDEX_BYTES: Final = 256 * 1024 * 1024
 
 
 def valid_index_name(name: str) -> bool:

@@ -3,10 +3,13 @@
 Spec: ``spec/http.md``. The defaults are desync's: ``DefaultErrorRetry`` = 3 attempts,
 ``DefaultErrorRetryBaseInterval`` = 500 ms (``store.go``), a 1 minute timeout when none is
 set (``effectiveTimeout``), and ``-n`` = 10 connections per host (``cmd/desync/options.go``).
+Credentials in a location (``http://user:pass@host/``) are shown redacted wherever a location
+is printed (:func:`redact`).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Final
@@ -15,6 +18,20 @@ DEFAULT_ERROR_RETRY: Final = 3
 DEFAULT_ERROR_RETRY_BASE_INTERVAL: Final = 0.5  # seconds
 DEFAULT_TIMEOUT: Final = 60.0  # seconds; desync: 0 means 1 minute, negative means none
 DEFAULT_CONNECTIONS: Final = 10
+
+# Up to the last "@" before the path: an unencoded "@" in a password is hidden too.
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)([^/?#\s]*)@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every URL in it replaced, as Go's ``URL.Redacted``
+    (``user:xxxxx@``); a user name alone, which may be a token, is replaced too."""
+
+    def hide(match: re.Match[str]) -> str:
+        user, sep, _ = match.group(2).partition(":")
+        return f"{match.group(1)}{user + ':' if sep else ''}xxxxx@"
+
+    return _USERINFO.sub(hide, text)
 
 
 @dataclass(frozen=True)
