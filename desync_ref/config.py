@@ -135,6 +135,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
     file = Path(path) if path is not None else default_config_path()
     try:
         text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"reading {file}: not UTF-8 text (byte {exc.start})") from None
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"config file {file} not found") from None
@@ -208,41 +210,82 @@ def apply_entry(base: StoreOptions, entry: dict[str, Any]) -> StoreOptions:
 
 # --- glob matching as Go's path.Match / filepath.Match on Unix ---------------------------
 
-def _glob_regex(pattern: str) -> re.Pattern[str] | None:
-    out: list[str] = []
+# One step of a path.Match pattern: a star, or a test of one character.
+_GlobToken = re.Pattern[str] | None  # None is a star; a pattern matches exactly one character
+_ANY_BUT_SLASH: Final = re.compile("[^/]")
+
+
+def _glob_tokens(pattern: str) -> list[_GlobToken] | None:
+    """Go's ``path.Match`` syntax as tokens; None for a malformed pattern (Go's
+    ErrBadPattern, which matches nothing)."""
+    out: list[_GlobToken] = []
     i = 0
     while i < len(pattern):
         ch = pattern[i]
         if ch == "*":
-            out.append("[^/]*")
+            if not out or out[-1] is not None:  # "**" matches what "*" does
+                out.append(None)
         elif ch == "?":
-            out.append("[^/]")
+            out.append(_ANY_BUT_SLASH)
         elif ch == "\\" and i + 1 < len(pattern):
             i += 1
-            out.append(re.escape(pattern[i]))
+            out.append(re.compile(re.escape(pattern[i])))
         elif ch == "[":
             end = pattern.find("]", i + 2)
             if end < 0:
-                return None  # Go: ErrBadPattern, which matches nothing
+                return None
             body = pattern[i + 1:end]
             negate = body.startswith("^")
             body = body[1:] if negate else body
-            out.append("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]")
+            try:
+                out.append(re.compile("[" + ("^" if negate else "") + body.replace("\\", "\\\\") + "]"))
+            except re.error:
+                return None
             i = end
         else:
-            out.append(re.escape(ch))
+            out.append(re.compile(re.escape(ch)))
         i += 1
-    try:
-        return re.compile("".join(out))
-    except re.error:
-        return None
+    return out
+
+
+def _glob_match(tokens: list[_GlobToken], text: str) -> bool:
+    """Whether ``text`` matches, by stepping the set of reachable token positions once per
+    character: O(len(tokens) * len(text)), where a regex with many stars backtracks
+    exponentially on a near miss (a hostile config key would hang every command)."""
+    def closure(states: set[int]) -> set[int]:
+        more = set(states)
+        for i in sorted(states):
+            while i < len(tokens) and tokens[i] is None:
+                i += 1
+                more.add(i)
+        return more
+
+    states = closure({0})
+    for ch in text:
+        step: set[int] = set()
+        for i in states:
+            if i == len(tokens):
+                continue
+            token = tokens[i]
+            if token is None:
+                if ch != "/":
+                    step.add(i)
+            elif token.fullmatch(ch):
+                step.add(i + 1)
+        if not step:
+            return False
+        states = closure(step)
+    return len(tokens) in states
+
+
+def _glob(pattern: str, text: str) -> bool:
+    tokens = _glob_tokens(pattern)
+    return tokens is not None and _glob_match(tokens, text)
 
 
 def location_match(pattern: str, location: str) -> bool:
     """desync ``locationMatch``: URLs by path.Match without a trailing ``/``, paths made absolute."""
     scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):", location)
     if scheme and len(scheme.group(1)) > 1:
-        regex = _glob_regex(pattern.removesuffix("/"))
-        return bool(regex and regex.fullmatch(location.removesuffix("/")))
-    regex = _glob_regex(os.path.abspath(pattern))
-    return bool(regex and regex.fullmatch(os.path.abspath(location)))
+        return _glob(pattern.removesuffix("/"), location.removesuffix("/"))
+    return _glob(os.path.abspath(pattern), os.path.abspath(location))

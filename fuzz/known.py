@@ -10,13 +10,7 @@ from __future__ import annotations
 
 import traceback
 
-_LISTEN = "parse_listen: port/service text that int()/getservbyname refuse with ValueError/UnicodeEncodeError"
-
-KNOWN: dict[tuple[str, str, str], str] = {
-    ("config", "UnicodeDecodeError", "load_config"): "config: a file that is not UTF-8 (non-utf8.json)",
-    ("listen_address", "ValueError", "parse_listen"): _LISTEN,
-    ("listen_address", "UnicodeEncodeError", "parse_listen"): _LISTEN,
-}
+KNOWN: dict[tuple[str, str, str], str] = {}  # none open
 
 
 def signature(target: str, exc: BaseException) -> tuple[str, str, str]:

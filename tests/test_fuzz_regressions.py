@@ -47,8 +47,6 @@ def test_tar_stream_exponent_pax_mtime() -> None:
     run_one("tarstream", (CRASHES / "tarstream" / "exponent-pax-mtime.tar").read_bytes())
 
 
-@pytest.mark.xfail(strict=True, reason="config: a config file that is not UTF-8 raises "
-                   "UnicodeDecodeError from load_config (read_text), not ConfigError")
 def test_config_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
     path.write_bytes((CRASHES / "config" / "non-utf8.json").read_bytes())
@@ -56,10 +54,6 @@ def test_config_not_utf8(tmp_path: Path) -> None:
         load_config(path)
 
 
-@pytest.mark.xfail(strict=True, reason="server options: parse_listen hands a port that str.isdigit() "
-                   "accepts but int() does not (\"\u00b2\", over 4300 digits), or a service name with "
-                   "NUL or an unencodable character, to int()/getservbyname: ValueError or "
-                   "UnicodeEncodeError instead of InvalidParameter")
 @pytest.mark.parametrize("name", ["superscript-port", "nul-in-service", "non-utf8-service", "5000-digit-port"])
 def test_listen_address_junk_port(name: str) -> None:
     text = (CRASHES / "listen_address" / name).read_bytes().decode("utf-8", "surrogateescape")
@@ -67,9 +61,6 @@ def test_listen_address_junk_port(name: str) -> None:
         parse_listen(text)
 
 
-@pytest.mark.xfail(strict=True, reason="config: location_match turns each '*' of a store-options key "
-                   "into its own '[^/]*', so a key with many stars against a long location that does "
-                   "not match backtracks for ever (config.py _glob_regex; Go's path.Match is linear)")
 def test_location_glob_many_stars() -> None:
     pattern, _, location = (CRASHES / "location_glob" / "many-stars").read_text().partition("\n")
     done = _child(f"from desync_ref.config import location_match\n"

@@ -86,6 +86,23 @@ def _casync_catar(casync: str, flags: list[str], src: Path, out: Path) -> None:
                    capture_output=True)
 
 
+def test_read_only_flag_maps_write_bits_as_casync(casync: str, tmp_path: Path) -> None:
+    """``read-only`` keeps only "writable or not" of a mode: 0666/0777 or 0444/0555. The
+    trees above hold no read-only file, so this tree has each combination."""
+    src = tmp_path / "src"
+    (src / "ro-dir").mkdir(parents=True)
+    (src / "rw-dir").mkdir()
+    for name, mode in (("ro", 0o444), ("rw", 0o644), ("ro-exec", 0o555), ("group-w", 0o464)):
+        (src / name).write_bytes(name.encode())
+        (src / name).chmod(mode)
+    (src / "ro-dir").chmod(0o555)
+    flags = FLAG_SETS["16bit-readonly"]
+    _casync_catar(casync, flags, src, tmp_path / "want.catar")
+    run_cli(["tar", *_with(flags), tmp_path / "got.catar", src])
+    (src / "ro-dir").chmod(0o755)  # so pytest can clean up
+    assert (tmp_path / "got.catar").read_bytes() == (tmp_path / "want.catar").read_bytes()
+
+
 # What casync restores matches ``untar``'s defaults with ``--without=user-names``: desync
 # (and so desync-ref) restores the numeric ids and never looks names up, while casync
 # resolves an archive's user names and fails on one this machine does not know.

@@ -33,8 +33,13 @@ def parse_listen(address: str) -> tuple[str | None, int]:
         raise InvalidParameter(f"invalid listen address '{address}' (expected [HOST]:PORT)", parameter="listen")
     host = host.removeprefix("[").removesuffix("]")
     try:
-        number = int(port) if port.isdigit() else socket.getservbyname(port, "tcp")
-    except OSError:
+        # Only ASCII digits are a number (str.isdigit also takes "²"), and a port has at
+        # most 5 of them; anything else is a service name, which may not hold NUL.
+        if port.isascii() and port.isdigit():
+            number = int(port) if len(port) <= 5 else -1
+        else:
+            number = socket.getservbyname(port, "tcp")
+    except (OSError, ValueError, UnicodeError):
         raise InvalidParameter(f"invalid port in listen address '{address}'", parameter="listen") from None
     if not 0 <= number <= 65535:
         raise InvalidParameter(f"invalid port in listen address '{address}'", parameter="listen")
