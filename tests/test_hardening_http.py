@@ -25,7 +25,7 @@ import urllib3
 from conftest import assert_clean_failure, run_cli
 from httputil import Scripted, Server, make_certs, send_file
 
-from desync_ref.formats.chunk import compress
+from desync_ref.formats.chunk import compress, decompress
 from desync_ref.formats.index import parse_index
 
 SECRET = "s3cr3t-pw"
@@ -117,6 +117,22 @@ def test_put_is_verified_and_keeps_valid_chunks(data: dict[str, Path], tmp_path:
     out = tmp_path / "out"
     run_cli(["extract", "-s", target, data["index"], out])
     assert out.read_bytes() == data["blob"].read_bytes()
+
+
+def test_uncompressed_put_is_verified(data: dict[str, Path], tmp_path: Path) -> None:
+    """``-u``: PUT bodies are plain chunk bytes, checked against the id all the same."""
+    target = tmp_path / "target"
+    shutil.copytree(data["store"], target)
+    first = chunk_ids(data)[0]
+    good = (data["store"] / chunk_path(first)).read_bytes()
+    plain_path = chunk_path(first).removesuffix(".cacnk")
+    (target / chunk_path(first)).unlink()
+    http = urllib3.PoolManager(retries=False)
+    with Server("chunk-server", ["-s", target, "-w", "-u"]) as srv:
+        assert http.request("PUT", srv.url + plain_path, body=b"other data").status == 400
+        assert not (target / chunk_path(first)).exists()
+        assert http.request("PUT", srv.url + plain_path, body=decompress(good)).status == 200
+    assert decompress((target / chunk_path(first)).read_bytes()) == decompress(good)
 
 
 # --- 8: credentials in a URL: sent as Basic auth, never shown ------------------------------
