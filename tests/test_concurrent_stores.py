@@ -128,10 +128,6 @@ SPAN = 256 * 1024  # the span step for a 2 MiB blob with 2 workers and MIN_SPAN 
 
 
 @pytest.mark.skipif(kernels.pure_requested(), reason="the race needs the 2 MiB blob")
-@pytest.mark.xfail(strict=True, reason="make -n N (parallel mode) removes the chunks its workers "
-                   "wrote speculatively before their lists joined (operations/make.py _finish, "
-                   "store.remove_chunk) even when a concurrent make found one of them present, "
-                   "skipped it and put it in its index: that index then names a missing chunk")
 def test_parallel_make_keeps_chunks_a_concurrent_make_relies_on(blobs: dict[str, Path],
                                                               tmp_path: Path) -> None:
     """A parallel make of A is stopped (SIGSTOP) right after one of its workers wrote a

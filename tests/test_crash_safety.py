@@ -582,16 +582,9 @@ def single_chunk_id(tmp_path: Path, data: bytes) -> str:
 
 # --- states a crash of the machine (not of the process) can leave -----------------------------
 
-ZERO_LENGTH = ("a zero-length file under a chunk's name (what a machine crash leaves when the "
-               "rename reached the disk and the data did not) is taken as present by "
-               "LocalStore.has_chunk, so the rerun skips the chunk and the store stays broken")
-
-
-@pytest.mark.parametrize("command", [
-    pytest.param("make", marks=pytest.mark.xfail(strict=True, reason=ZERO_LENGTH)),
-    pytest.param("chop", marks=pytest.mark.xfail(strict=True, reason=ZERO_LENGTH)),
-    pytest.param("cache", marks=pytest.mark.xfail(strict=True, reason=ZERO_LENGTH)),
-])
+# A zero-length file under a chunk's name is what a machine crash leaves when the rename
+# reached the disk and the data did not (spec/store.md "Durability"): a rerun replaces it.
+@pytest.mark.parametrize("command", ["make", "chop", "cache"])
 def test_rerun_replaces_zero_length_chunk_files(data: dict[str, Path], tmp_path: Path,
                                                 command: str) -> None:
     """Rerunning the command that wrote a store must write such chunks again."""
@@ -611,8 +604,6 @@ def test_rerun_replaces_zero_length_chunk_files(data: dict[str, Path], tmp_path:
     assert (tmp_path / "a.out").read_bytes() == data["a"].read_bytes()
 
 
-@pytest.mark.xfail(strict=True, reason="verify -r removes a chunk it could not read (EACCES), "
-                   "not only chunks that are invalid; desync's Verify removes only ChunkInvalid")
 def test_verify_repair_keeps_unreadable_chunks(data: dict[str, Path], tmp_path: Path) -> None:
     """``verify -r`` reports a chunk it cannot read but must not delete it: it may be good."""
     store = tmp_path / "store"
@@ -628,14 +619,12 @@ def test_verify_repair_keeps_unreadable_chunks(data: dict[str, Path], tmp_path: 
     proc = subprocess.run([*prefix, *cli("verify", "-r", "-s", store)], capture_output=True,
                           timeout=120)
     report = proc.stderr.decode()
-    assert proc.returncode == 0, report
+    # A store that could not be read whole is not verified: the run fails, naming the chunk.
+    assert proc.returncode == 1, report
     assert victim.name.removesuffix(".cacnk") in report, f"the unreadable chunk was not reported: {report}"
     assert victim.exists(), f"verify -r deleted a chunk it could not read: {report}"
 
 
-@pytest.mark.xfail(strict=True, reason="chunk-server -w (default --skip-verify-write) replaces a "
-                   "good chunk file with the unverified bytes of a PUT (LocalStore.store_chunk "
-                   "uses os.replace)")
 def test_put_does_not_replace_a_good_chunk(data: dict[str, Path], tmp_path: Path) -> None:
     """A client killed while it prepared a body, and retried with a truncated one, must not
     destroy a chunk the store already holds intact."""
