@@ -100,7 +100,7 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation("zstd: decompression limit not enforced", "desync_ref/formats/chunk.py",
              "if len(out) > limit:", "if len(out) > 4 * limit:", INDEX),
     Mutation("mtime not rounded to the flag set's granularity", "desync_ref/formats/flag_rules.py",
-             "return 0 if g is None else mtime_ns // g * g", "return 0 if g is None else mtime_ns",
+             "return mtime_from_u64(mtime_to_u64(mtime_ns) // g * g)", "return mtime_ns",
              ("tests/test_tar_casync.py",)),
     Mutation("read-only flag set keeps files writable by owner", "desync_ref/formats/flag_rules.py",
              "(0o555 if is_dir else 0o444)", "(0o555 if is_dir else 0o644)",
