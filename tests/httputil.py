@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -187,7 +188,36 @@ def served(log: str, status: int = 200) -> list[str]:
     return [path for path, code in _LOGGED_GET.findall(log) if int(code) == status]
 
 
-class Upstream:
+class _LoopbackServer:
+    """A threaded HTTP server on 127.0.0.1 and a free port, run in the background."""
+
+    _server: http.server.ThreadingHTTPServer
+
+    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Upstream(_LoopbackServer):
     """A plain HTTP chunk store run by the test: serves ``store``'s files to GET and HEAD.
 
     GET requests are counted in ``hits`` (paths, in order of arrival). From the
@@ -232,28 +262,14 @@ class Upstream:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/"
+        self._serve(Handler)
 
     def wait_hits(self, count: int, timeout: float = 20.0) -> bool:
         return wait_for(lambda: len(self.hits) >= count, timeout)
 
     def close(self) -> None:
-        self.release.set()
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Upstream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.release.set()  # a held handler must not keep shutdown waiting
+        super().close()
 
 
 @dataclass
@@ -276,7 +292,7 @@ def send_file(handler: http.server.BaseHTTPRequestHandler, root: Path, *, body: 
         handler.wfile.write(data)
 
 
-class Scripted:
+class Scripted(_LoopbackServer):
     """A loopback HTTP/1.1 server whose every request is answered by ``respond(handler)``.
 
     Requests are recorded in ``seen`` (method, path, headers). ``respond`` writes the whole
@@ -307,25 +323,5 @@ class Scripted:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
+        self._serve(Handler)
 
-    @property
-    def port(self) -> int:
-        return int(self._server.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def __enter__(self) -> Scripted:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
