@@ -233,3 +233,24 @@ def test_prune_removing_the_chunks_being_extracted(blobs: dict[str, Path], tmp_p
     """prune keeps only C while A is extracted: the extract fails cleanly or succeeds, and
     never leaves a wrong or partial output under its name."""
     _race_prune(blobs, tmp_path, [blobs["c_index"]], "prune-removes", 5)
+
+
+def test_two_writers_create_one_new_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two writers starting at once both see no store and both create it: the one that
+    comes second must take the directory the first made (the race the test above hit)."""
+    from desync_ref.stores.local import LocalStore
+
+    store = tmp_path / "new-store"
+    store.mkdir()  # the other writer got there first ...
+    real_exists = Path.exists
+    seen: list[Path] = []
+
+    def exists_once_missing(self: Path, **kwargs: bool) -> bool:
+        if self == store and not seen:
+            seen.append(self)
+            return False  # ... after this writer looked
+        return real_exists(self, **kwargs)
+
+    monkeypatch.setattr(Path, "exists", exists_once_missing)
+    assert LocalStore(store, create=True).path == store
+    assert seen == [store]

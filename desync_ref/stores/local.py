@@ -45,7 +45,8 @@ class LocalStore:
         self.suffix = UNCOMPRESSED_CHUNK_SUFFIX if uncompressed else COMPRESSED_CHUNK_SUFFIX
         if create and not self.path.exists():
             try:
-                self.path.mkdir(parents=True)
+                # exist_ok: another writer may create the same new store at the same moment
+                self.path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create store {self.path}: {exc.strerror}") from None
         if not self.path.exists():
@@ -197,7 +198,8 @@ class LocalIndexStore:
         self.path = Path(path)
         if create and not self.path.exists():
             try:
-                self.path.mkdir(parents=True)
+                # exist_ok: another writer may create the same new store at the same moment
+                self.path.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(f"cannot create index store {self.path}: {exc.strerror}") from None
         if not self.path.is_dir():
