@@ -47,7 +47,11 @@ class ChunkSource:
     def get(self, chunk: IndexChunk) -> bytes:
         with self._lock:
             kept = self._kept.get(chunk.id)
-        if kept is None:
+        if kept is not None:
+            # A kept chunk was checked against its first entry; an index may repeat the id
+            # with another size.
+            check_size(chunk.id, kept, chunk.size)
+        else:
             check = ChunkCheck(self.digest, chunk.size, self._limit)
             kept = self.store.get_chunk(chunk.id, check).data()
             with self._lock:
@@ -66,7 +70,4 @@ class ChunkSource:
                     del self._remaining[chunk.id]
                 else:
                     self._remaining[chunk.id] = left - 1
-        # A kept chunk was checked against its first entry; an index may repeat the id
-        # with another size.
-        check_size(chunk.id, kept, chunk.size)
         return kept

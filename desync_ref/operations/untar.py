@@ -29,7 +29,7 @@ from desync_ref.formats.catar_decoder import (
     NeedData,
     PayloadEvent,
 )
-from desync_ref.formats.index import Index, IndexChunk
+from desync_ref.formats.index import Index
 from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.parallel import ordered_map
 from desync_ref.stores import Store
@@ -133,16 +133,9 @@ def walk_index(index: Index, store: Store, sink: Sink, *, workers: int = 4) -> N
     """Decode the catar that ``index`` describes, its chunks fetched from ``store``."""
     source = ChunkSource(store, index)
 
-    def fetch(chunk: IndexChunk) -> bytes:
-        data = source.get(chunk)  # decompressed and verified against the chunk id
-        if len(data) != chunk.size:
-            raise InvalidFormat(f"chunk {chunk.id.hex()} has {len(data)} bytes, "
-                                f"the index says {chunk.size}")
-        return data
-
     decoder, walker = CatarDecoder(), TreeWalker(sink)
     # Chunks are fetched a few ahead (remote stores), at most 2 * workers in memory.
-    blocks = ordered_map(fetch, index.chunks, workers)
+    blocks = ordered_map(source.get, index.chunks, workers)  # checked: id and size
     with _aborting(sink):
         try:
             for data in blocks:
