@@ -78,14 +78,14 @@ def _store_new(chunk_id: bytes, data: bytes, store: WriteStore | None) -> bool:
 
 
 def _serial(stream: BinaryIO, base: int, sizes: ChunkSizes, digest_name: str,
-            store: WriteStore | None, threads: int) -> Iterator[tuple[int, int, bytes, bool]]:
-    """(start, size, id, created) per chunk from ``base`` on; hashing and storing in threads."""
+            threads: int) -> Iterator[tuple[int, int, bytes]]:
+    """(start, size, id) per chunk from ``base`` on, hashed in threads; nothing is stored
+    (the parallel path stores only the final list, see ``_store_chunks``)."""
     digest = digest_function(digest_name)
 
-    def process(item: tuple[int, bytes]) -> tuple[int, int, bytes, bool]:
+    def process(item: tuple[int, bytes]) -> tuple[int, int, bytes]:
         start, data = item
-        chunk_id = digest(data)
-        return base + start, len(data), chunk_id, _store_new(chunk_id, data, store)
+        return base + start, len(data), digest(data)
 
     yield from ordered_map(process, iter_chunks(stream, sizes), threads)
 
@@ -97,7 +97,7 @@ def _chunk_span(path: str, start: int, stop: int, sizes: ChunkSizes, digest_name
     limit = stop + LOOKAHEAD_CHUNKS * sizes.max
     with open(path, "rb") as stream:
         stream.seek(start)
-        for chunk_start, size, chunk_id, _ in _serial(stream, start, sizes, digest_name, None, 1):
+        for chunk_start, size, chunk_id in _serial(stream, start, sizes, digest_name, 1):
             result.ends.append(chunk_start + size)
             result.ids.append(chunk_id)
             if chunk_start + size >= limit:
@@ -163,7 +163,7 @@ def _splice(spans: list[SpanResult], length: int, stream: BinaryIO, sizes: Chunk
         base = ends[-1] if ends else 0
         stream.seek(base)
         targets = {end for later_span in spans[later:] for end in later_span.ends}
-        for start, size, chunk_id, _ in _serial(stream, base, sizes, digest, None, 2):
+        for start, size, chunk_id in _serial(stream, base, sizes, digest, 2):
             ends.append(start + size)
             ids.append(chunk_id)
             if start + size in targets:
