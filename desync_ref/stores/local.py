@@ -145,8 +145,8 @@ class LocalStore:
         path = self.chunk_path(chunk_id)
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-        # A prefix directory emptied by this removal goes too, so undoing make's
-        # speculative writes leaves the store casync would have written.
+        # A prefix directory emptied by this removal (verify -r) goes too, as prune leaves
+        # none: the store keeps casync's layout.
         with contextlib.suppress(OSError):  # not empty, already gone, or raced by a writer
             path.parent.rmdir()
 
