@@ -36,6 +36,17 @@ from desync_ref.stores.index_stores import valid_index_name
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
 
 
+def _create_dir(path: Path, what: str) -> None:
+    """Make a new store's directory unless it exists (then its checks follow)."""
+    if path.exists():
+        return
+    try:
+        # exist_ok: another writer may create the same new store at the same moment
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create {what} {path}: {exc.strerror}") from None
+
+
 class LocalStore:
     """A PruneStore and InlineRead: reads, writes, lists, prunes."""
 
@@ -43,12 +54,8 @@ class LocalStore:
         self.path = Path(path)
         self.uncompressed = uncompressed
         self.suffix = UNCOMPRESSED_CHUNK_SUFFIX if uncompressed else COMPRESSED_CHUNK_SUFFIX
-        if create and not self.path.exists():
-            try:
-                # exist_ok: another writer may create the same new store at the same moment
-                self.path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create store {self.path}: {exc.strerror}") from None
+        if create:
+            _create_dir(self.path, "store")
         if not self.path.exists():
             raise StoreError(f"store {self.path} does not exist")
         if not self.path.is_dir():
@@ -196,12 +203,8 @@ class LocalIndexStore:
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False) -> None:
         self.path = Path(path)
-        if create and not self.path.exists():
-            try:
-                # exist_ok: another writer may create the same new store at the same moment
-                self.path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create index store {self.path}: {exc.strerror}") from None
+        if create:
+            _create_dir(self.path, "index store")
         if not self.path.is_dir():
             raise StoreError(f"index store {self.path} is not a directory")
 
