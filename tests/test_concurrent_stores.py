@@ -13,7 +13,6 @@ relied on. Delays come from ``random.Random(f"{SEED}:{test}")``
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import shutil
@@ -26,18 +25,16 @@ from pathlib import Path
 
 import pytest
 from conftest import run_cli
+from storecheck import SEED, assert_verifies, cli, index_ids
 
 from desync_ref import kernels
 from desync_ref.formats.index import parse_index
 
-SEED = os.environ.get("DESYNC_REF_CRASH_SEED", "1")
 SIZES = "1:4:16"
 BLOB_SIZE = 512 * 1024 if kernels.pure_requested() else 2 * 1024 * 1024
 CHUNK_FILE = re.compile(r"[0-9a-f]{4}/([0-9a-f]{64})\.cacnk")
 
 
-def cli(*args: str | os.PathLike[str]) -> list[str]:
-    return [sys.executable, "-m", "desync_ref", *map(str, args)]
 
 
 def start(cmd: Sequence[str]) -> subprocess.Popen[bytes]:
@@ -62,18 +59,12 @@ def edited(blob: bytes, rng: random.Random) -> bytes:
     return bytes(out)
 
 
-def index_ids(index: Path) -> set[str]:
-    return {c.id.hex() for c in parse_index(index.read_bytes()).chunks}
 
 
 def chunk_ids(store: Path) -> set[str]:
     return {m[1] for p in store.glob("*/*") if (m := CHUNK_FILE.fullmatch(f"{p.parent.name}/{p.name}"))}
 
 
-def assert_verifies(store: Path, where: str) -> None:
-    """``verify -s STORE`` (the CLI) finds no invalid chunk."""
-    proc = run_cli(["verify", "-s", store])
-    assert proc.stderr == b"", f"{where}: verify found:\n{proc.stderr.decode()}"
 
 
 def assert_extracts(store: Path, index: Path, blob: Path, out: Path, where: str) -> None:

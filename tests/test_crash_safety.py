@@ -32,7 +32,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,12 +40,12 @@ from pathlib import Path
 import pytest
 from conftest import run_cli
 from httputil import Server
+from storecheck import SEED, assert_verifies, cli, index_ids
 
 from desync_ref import kernels
 from desync_ref.formats.chunk import compress
 from desync_ref.formats.index import parse_index
 
-SEED = os.environ.get("DESYNC_REF_CRASH_SEED", "1")
 KILLS = 20
 CHAIN = 4  # kills in a row, each on what the previous one left, then a complete rerun
 MIN_PARTIAL = 5  # kills (of KILLS) that must have caught the command half-way
@@ -63,8 +62,6 @@ TEMP_CHUNK = re.compile(r"\.tmp-cacnk.+")
 Watch = Callable[[], Callable[[], bool]]  # snapshot now -> "has the state changed since?"
 
 
-def cli(*args: str | os.PathLike[str]) -> list[str]:
-    return [sys.executable, "-m", "desync_ref", *map(str, args)]
 
 
 def rng_for(name: str) -> random.Random:
@@ -91,8 +88,6 @@ def edited(blob: bytes, rng: random.Random) -> bytes:
     return bytes(out)
 
 
-def index_ids(index: Path) -> set[str]:
-    return {c.id.hex() for c in parse_index(index.read_bytes()).chunks}
 
 
 def store_state(store: Path, where: str) -> tuple[set[str], list[Path]]:
@@ -121,10 +116,6 @@ def check_store(store: Path, wanted: set[str], where: str) -> set[str]:
     return ids
 
 
-def assert_verifies(store: Path, where: str) -> None:
-    """``verify -s STORE`` (the CLI) finds no invalid chunk."""
-    proc = run_cli(["verify", "-s", store])
-    assert proc.stderr == b"", f"{where}: verify -s {store} found:\n{proc.stderr.decode()}"
 
 
 def assert_output(directory: Path, name: str, expected: bytes, where: str) -> bool:
