@@ -205,6 +205,9 @@ def apply_entry(base: StoreOptions, entry: dict[str, Any]) -> StoreOptions:
         http_cookie=entry.get("http-cookie") or None,
         skip_verify=bool(entry.get("skip-verify", False)),
         uncompressed=bool(entry.get("uncompressed", False)),
+        encryption=bool(entry.get("encryption", False)),
+        encryption_algorithm=entry.get("encryption-algorithm") or None,
+        encryption_key=entry.get("encryption-key") or None,
     )
 
 

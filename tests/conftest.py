@@ -19,6 +19,9 @@ from typing import Any, NoReturn
 
 import pytest
 
+# Real servers started once per session; each plugin module is one component.
+pytest_plugins = ["sshd_server"]
+
 ROOT = Path(__file__).resolve().parent.parent
 PEER_FIXTURES = ROOT / "fixtures" / "desync"  # desync's own test data, see its README
 REQUIRE_ENV = "DESYNC_REF_REQUIRE_COMPONENTS"

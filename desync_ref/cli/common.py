@@ -166,12 +166,14 @@ def store_options(args: argparse.Namespace) -> StoreOptions:
     if (getattr(args, "client_cert", None) is None) != (getattr(args, "client_key", None) is None):
         raise UsageError("--client-key and --client-cert options need to be provided together")
     config = command_config(args)
-    base = _flags_over(StoreOptions(), args)
+    # The credential sections reach every backend; each picks its own entry.
+    credentials = StoreOptions(s3_credentials=config.s3_credentials, oci_credentials=config.oci_credentials)
+    base = _flags_over(credentials, args)
     if not config.store_options:
         return base
 
     def per_location(location: str) -> StoreOptions:
-        return _flags_over(apply_entry(StoreOptions(), config.options_for(location)), args)
+        return _flags_over(apply_entry(credentials, config.options_for(location)), args)
 
     return replace(base, per_location=per_location)
 

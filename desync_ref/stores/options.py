@@ -10,9 +10,9 @@ is printed (:func:`redact`).
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Final
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
 
 DEFAULT_ERROR_RETRY: Final = 3
 DEFAULT_ERROR_RETRY_BASE_INTERVAL: Final = 0.5  # seconds
@@ -49,6 +49,14 @@ class StoreOptions:
     http_auth: str | None = None
     http_cookie: str | None = None
     skip_verify: bool = False
+    # Chunk encryption (desync StoreOptions: Encryption, EncryptionAlgorithm, EncryptionKey).
+    encryption: bool = False
+    encryption_algorithm: str | None = None
+    encryption_key: str | None = None
+    # The config file's credential sections, as loaded (desync Config.S3Credentials and
+    # Config.OCICredentials): keyed by endpoint or registry; each backend reads its own.
+    s3_credentials: Mapping[str, Mapping[str, Any]] | None = field(default=None, compare=False)
+    oci_credentials: Mapping[str, Mapping[str, Any]] | None = field(default=None, compare=False)
     # Set by the command line when a config file is in use: the options for one location
     # (config entry matching it, with the command-line flags on top). Not compared.
     per_location: Callable[[str], StoreOptions] | None = None
