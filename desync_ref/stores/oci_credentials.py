@@ -124,9 +124,9 @@ def _from_docker_config(hostport: str, environ: Mapping[str, str]) -> Credential
         if not sep:
             raise StoreError(f"docker credential config {path}: \"auth\" of {hostport} is not user:password")
         return Credential(user, password)
-    user, password = entry.get("username"), entry.get("password")
-    if isinstance(user, str) and user:
-        return Credential(user, password if isinstance(password, str) else "")
+    name, secret = entry.get("username"), entry.get("password")
+    if isinstance(name, str) and name:
+        return Credential(name, secret if isinstance(secret, str) else "")
     return None
 
 
