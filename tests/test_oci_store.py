@@ -18,6 +18,7 @@ import random
 import subprocess
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -318,3 +319,88 @@ def test_config_refuses_unknown_credential_keys(tmp_path: Path, home: Path) -> N
     config.write_text(json.dumps({"oci-credentials": {"oci+https://r/x": {"secret": "s", "username": "u"}}}))
     out = json.loads(run(["--config", config, "config"]).stdout)
     assert list(out["oci-credentials"]["oci+https://r/x"]) == ["username", "secret"]
+
+
+class _TokenProxy:
+    """A Bearer-token front for the registry (as Docker Hub or ghcr.io do it): /v2/ requests
+    need ``Bearer <token>``, else 401 with a challenge naming /token; /token wants Basic
+    user:secret and hands out the token; everything else is passed to the registry."""
+
+    TOKEN = "tok-3f9a"
+
+    def __init__(self, upstream: str) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        proxy = self
+        self.scopes: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _reply(self, status: int, headers: dict[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for key, value in headers.items():
+                    if key.lower() not in ("content-length", "connection", "transfer-encoding", "date", "server"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                if self.path.startswith("/token?"):
+                    want = "Basic " + base64.b64encode(b"robot:hunter2").decode()
+                    if self.headers.get("Authorization") != want:
+                        self._reply(401, {}, b"")
+                        return
+                    proxy.scopes.append(urllib.parse.parse_qs(self.path.split("?", 1)[1])["scope"][0])
+                    self._reply(200, {"Content-Type": "application/json"}, json.dumps({"token": proxy.TOKEN}).encode())
+                    return
+                if self.headers.get("Authorization") != f"Bearer {proxy.TOKEN}":
+                    realm = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+                    repo = self.path.split("/")[2:4]
+                    challenge = f'Bearer realm="{realm}",service="test",scope="repository:{"/".join(repo)}:pull"'
+                    self._reply(401, {"WWW-Authenticate": challenge}, b'{"errors":[{"code":"UNAUTHORIZED"}]}')
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "authorization")}
+                status, got_headers, data = http(self.command, upstream + self.path, body, headers)
+                self._reply(status, got_headers, data)
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _handle
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def hostport(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_bearer_token_flow(oci_registry: Registry, made: dict[str, Path | str]) -> None:
+    work = Path(made["work"])
+    proxy = _TokenProxy(oci_registry.url)
+    try:
+        location = f"oci+http://{proxy.hostport}/made/store"
+        anonymous = OCIStore(location)
+        ids = index_ids(work / "oci.caibx")
+        with pytest.raises(StoreError, match=r"token request to http://127\.0\.0\.1:\d+/token: credentials refused"):
+            anonymous.has_chunk(next(iter(ids)))
+        creds = {location: {"username": "robot", "secret": "hunter2"}}
+        store = OCIStore(location, StoreOptions(oci_credentials=creds))
+        assert set(store.chunk_ids()) == ids
+        for chunk_id in ids:
+            assert store.get_chunk(chunk_id, digest_function("sha512-256")).id == chunk_id
+        assert proxy.scopes == ["repository:made/store:pull"]  # one token, reused
+    finally:
+        proxy.close()
