@@ -225,16 +225,43 @@ def test_prune_uncompressed_tags_and_foreign_artifacts(oci_registry: Registry) -
     assert not compressed.has_chunk(ids[1])
 
 
-def test_tag_listing_follows_pages(oci_registry: Registry, monkeypatch: pytest.MonkeyPatch) -> None:
-    import desync_ref.stores.oci as oci
+def test_tag_listing_follows_pages() -> None:
+    """Registry 2.8 ignores ``n`` and sends one page, so the pages come from a stand-in that
+    pages as the distribution spec says (``Link: <…?last=…>; rel="next"``, relative)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    monkeypatch.setattr(oci, "TAG_PAGE_SIZE", 2)
-    store = open_chunk_store(oci_registry.location("pages/store"), StoreOptions())
-    datas = [bytes([i]) * 100 for i in range(5)]
-    ids = {hashlib.new("sha512_256", d).digest() for d in datas}
-    for data in datas:
-        store.store_chunk(Chunk(hashlib.new("sha512_256", data).digest(), data=data))
-    assert set(store.chunk_ids()) == ids
+    ids = [hashlib.new("sha512_256", bytes([i])).digest() for i in range(5)]
+    tags = sorted([i.hex() + ".cacnk" for i in ids] + ["latest", ids[0].hex()])
+    asked: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+            asked.append(self.path)
+            last = query.get("last", [""])[0]
+            rest = [t for t in tags if t > last]
+            page, more = rest[:2], rest[2:]
+            body = json.dumps({"name": "r/s", "tags": page}).encode()
+            self.send_response(200)
+            if more:
+                self.send_header("Link", f'</v2/r/s/tags/list?last={page[-1]}&n=2>; rel="next"')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        store = OCIStore(f"oci+http://127.0.0.1:{server.server_address[1]}/r/s")
+        assert sorted(store.chunk_ids()) == sorted(ids)
+        assert asked[0] == "/v2/r/s/tags/list?n=1000" and len(asked) == 4
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_errors_name_the_store(made: dict[str, Path | str], oci_registry: Registry) -> None:
