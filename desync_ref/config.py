@@ -51,6 +51,8 @@ STORE_OPTION_KEYS: Final[dict[str, type]] = {
     "encryption-key": str,
 }
 TOP_LEVEL_KEYS: Final = ("s3-credentials", "oci-credentials", "store-options")
+# desync OCICreds (cmd/desync/config.go): both strings, omitempty, in this order.
+OCI_CREDENTIAL_KEYS: Final = ("username", "secret")
 
 
 class ConfigError(DesyncRefError):
@@ -77,7 +79,9 @@ class Config:
             options = {(redact(key) if shown else key): _entry_json(entry)
                        for key, entry in sorted(self.store_options.items())}
         value = {"s3-credentials": _sorted(self.s3_credentials),
-                 "oci-credentials": _sorted(self.oci_credentials),
+                 "oci-credentials": _sorted(None if self.oci_credentials is None else {
+                     key: {k: entry[k] for k in OCI_CREDENTIAL_KEYS if entry.get(k)}
+                     for key, entry in self.oci_credentials.items()}),
                  "store-options": options}
         return json.dumps(value, indent=2, ensure_ascii=False)
 
@@ -125,6 +129,18 @@ def _check_entry(where: str, entry: object) -> dict[str, Any]:
     return dict(entry)
 
 
+def _check_oci_credentials(where: str, entry: object) -> dict[str, Any]:
+    """One ``oci-credentials`` entry: only ``username`` and ``secret``, both strings."""
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: expected an object")
+    for key, value in entry.items():
+        if key not in OCI_CREDENTIAL_KEYS:
+            raise ConfigError(f"{where}: unknown key \"{key}\"")
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: \"{key}\" must be a string")
+    return dict(entry)
+
+
 def _kind_name(kind: type) -> str:
     return {bool: "true or false", int: "an integer", str: "a string"}[kind]
 
@@ -158,6 +174,9 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         value = data.get(key)
         if value is not None and not isinstance(value, dict):
             raise ConfigError(f"reading {file}: \"{key}\" must be an object")
+        if key == "oci-credentials" and value is not None:
+            value = {loc: _check_oci_credentials(f"reading {file}: oci-credentials \"{redact(loc)}\"", entry)
+                     for loc, entry in value.items()}
         setattr(config, attr, value)
     options = data.get("store-options")
     if options is not None:

@@ -66,6 +66,7 @@ BACKENDS: Final[tuple[Backend, ...]] = (
     Backend("gcs", ("gs://",), None),
     Backend("sftp", ("sftp://",), None),
     Backend("ssh", ("ssh://",), None),
+    Backend("oci", ("oci+",), "desync_ref.stores.oci", writes=True),
 )
 
 
