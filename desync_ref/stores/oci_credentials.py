@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from desync_ref.errors import StoreError
+from desync_ref.stores.location_match import location_match
 from desync_ref.stores.options import redact
 
 ENV_USERNAME: Final = "DESYNC_OCI_USERNAME"
@@ -63,7 +64,6 @@ def lookup(location: str, hostport: str, section: Mapping[str, Mapping[str, Any]
         return Credential(username, password)
     if section:
         # The glob matcher of the config file: desync matches this section as store-options.
-        from desync_ref.config import location_match  # config sits above stores; no cycle
 
         found = [entry for key, entry in section.items() if location_match(key, location)]
         if len(found) > 1:
