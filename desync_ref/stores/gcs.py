@@ -121,23 +121,38 @@ def on_gce() -> bool:
     return bool(resp.headers.get("Metadata-Flavor") == "Google")
 
 
+def _load_file(path: Path, location: str) -> Any:
+    """Credentials from an ADC JSON file of the two kinds Google's tools write: a service
+    account key (a signed JWT traded for a token) or gcloud's ``authorized_user`` (a refresh
+    token). Each kind goes to its own loader, so no other kind is taken from the file."""
+    try:
+        info = json.loads(path.read_text())
+        kind = info.get("type") if isinstance(info, dict) else None
+    except (OSError, ValueError) as exc:
+        raise StoreError(f"{location}: cannot load Google credentials from {path}: "
+                         f"{getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        if kind == "service_account":
+            module = _google("google.oauth2.service_account", location)
+            return module.Credentials.from_service_account_info(info, scopes=[SCOPE])
+        if kind == "authorized_user":
+            module = _google("google.oauth2.credentials", location)
+            return module.Credentials.from_authorized_user_info(info, scopes=[SCOPE])
+    except (ValueError, KeyError) as exc:
+        raise StoreError(f"{location}: cannot load Google credentials from {path}: {exc}") from None
+    raise StoreError(f"{location}: cannot load Google credentials from {path}: type {kind!r} is not "
+                     "supported (service_account or authorized_user)")
+
+
 def default_credentials(location: str) -> Any:
     """Google application default credentials, in Go ``FindDefaultCredentials`` order:
     ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud's ADC file, the GCE metadata server."""
-    auth = _google("google.auth", location)
-    exceptions = _google("google.auth.exceptions", location)
-    sources: list[Path] = []
+    _google("google.auth", location)
     named = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
-    if named:
-        sources.append(Path(named))  # named: must work, a missing file is an error
-    elif _gcloud_adc_file().is_file():
-        sources.append(_gcloud_adc_file())
-    for path in sources:
-        try:
-            credentials, _ = auth.load_credentials_from_file(str(path), scopes=[SCOPE])
-        except exceptions.DefaultCredentialsError as exc:
-            raise StoreError(f"{location}: cannot load Google credentials from {path}: {exc}") from None
-        return credentials
+    if named:  # named: must work, a missing file is an error
+        return _load_file(Path(named), location)
+    if _gcloud_adc_file().is_file():
+        return _load_file(_gcloud_adc_file(), location)
     if on_gce():
         return _google("google.auth.compute_engine", location).Credentials()
     raise StoreError(f"{location}: no Google credentials found: set GOOGLE_APPLICATION_CREDENTIALS, "
@@ -172,6 +187,8 @@ class _Auth:
 
 class GCSBase:
     """Requests to one bucket under one prefix, retried as desync's object stores do."""
+
+    page_size = 1000  # names per listing page: GCS's default and largest (maxResults)
 
     def __init__(self, location: str, options: StoreOptions = DEFAULT_OPTIONS) -> None:
         self.location = redact(location)
@@ -339,7 +356,8 @@ class GCSBase:
         """Every object name under the prefix, a page at a time (``nextPageToken``)."""
         base = (f"{self.endpoint}/storage/v1/b/{urllib.parse.quote(self.bucket, safe='')}/o"
                 f"?prefix={urllib.parse.quote(self.prefix, safe='')}"
-                f"&fields={urllib.parse.quote('items(name),nextPageToken', safe='')}")
+                f"&fields={urllib.parse.quote('items(name),nextPageToken', safe='')}"
+                f"&maxResults={self.page_size}")
         token = ""
         while True:
             url = base + (f"&pageToken={urllib.parse.quote(token, safe='')}" if token else "")
