@@ -50,10 +50,10 @@ def digest(data: bytes) -> bytes:
 
 
 def run(gcs: FakeGcs | None, *args: object, env: dict[str, str] | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[bytes]:
+        check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
     """The CLI with GCS pointed at the fake server (or at ``env``)."""
     proc = subprocess.run([sys.executable, "-m", "desync_ref", *map(str, args)], capture_output=True,
-                          env=env if env is not None else gcs.env() if gcs else None, timeout=120)
+                          env=env if env is not None else gcs.env() if gcs else None, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"desync-ref {args} failed ({proc.returncode}): {proc.stderr.decode()}")
     return proc
@@ -462,7 +462,7 @@ def test_no_credentials_cli(made: dict[str, Any], tmp_path: Path, monkeypatch: p
         env.update(CLOUDSDK_CONFIG=str(tmp_path), HOME=str(tmp_path),
                    GCE_METADATA_IP=f"127.0.0.1:{silent.getsockname()[1]}")
         proc = run(None, "extract", "-s", f"gs://{BUCKET}/store", made["index"], tmp_path / "out",
-                   env=env, check=False)  # run's timeout fails the test if the probe hangs
+                   env=env, check=False, timeout=30)  # fails the test if the probe hangs
     err = assert_clean_failure(proc)
     assert proc.returncode == 1 and f"gs://{BUCKET}/store: no Google credentials found" in err
 
