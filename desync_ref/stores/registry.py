@@ -63,7 +63,7 @@ LOCAL: Final = Backend("local", (), "desync_ref.stores.local", writes=True, prun
 BACKENDS: Final[tuple[Backend, ...]] = (
     Backend("http", ("http://", "https://"), "desync_ref.stores.http", writes=True, indexes=True),
     Backend("s3", ("s3+",), None),
-    Backend("gcs", ("gs://",), None),
+    Backend("gcs", ("gs://",), "desync_ref.stores.gcs", writes=True, indexes=True),
     Backend("sftp", ("sftp://",), None),
     Backend("ssh", ("ssh://",), None),
     Backend("oci", ("oci+",), "desync_ref.stores.oci", writes=True),
