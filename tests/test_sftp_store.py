@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -88,7 +89,7 @@ def url(sshd: Sshd, path: Path | str) -> str:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Data:
     base = tmp_path_factory.mktemp("sftpdata")
-    rng = __import__("random").Random(11)
+    rng = random.Random(2)  # 7 and 5 chunks, the first one 47 KiB
     blob = base / "blob"
     blob.write_bytes(rng.randbytes(320 * 1024))
     other = base / "other"
@@ -203,8 +204,8 @@ def test_missing_chunk_is_reported(sshd: Sshd, home: Path, data: Data, tmp_path:
     assert not out.exists()
 
 
-@pytest.mark.parametrize("n", [1, 4])
-def test_prune(n: int, sshd: Sshd, home: Path, data: Data, tmp_path: Path,
+@pytest.mark.parametrize(("n", "transport"), [(1, "paramiko"), (4, "ssh_path")])
+def test_prune(n: int, transport: str, sshd: Sshd, home: Path, data: Data, tmp_path: Path,
                monkeypatch: pytest.MonkeyPatch) -> None:
     """prune removes exactly the chunks not kept, and leftover temp files; with a pool of
     one connection it must not wait for itself (desync #375)."""
@@ -217,9 +218,11 @@ def test_prune(n: int, sshd: Sshd, home: Path, data: Data, tmp_path: Path,
     some_dir = next(iter(stored(store).values())).parent
     (some_dir / ".tmp-cacnk12345").write_bytes(b"half a chunk")
     (store / "notes.txt").write_text("not a chunk")
-    for key, value in paramiko_env(home).items():
+    env = env_for(transport, sshd, home)
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.delenv("CASYNC_SSH_PATH", raising=False)
+    if "CASYNC_SSH_PATH" not in env:
+        monkeypatch.delenv("CASYNC_SSH_PATH", raising=False)
     result: list[object] = []
 
     def run() -> None:
@@ -235,7 +238,7 @@ def test_prune(n: int, sshd: Sshd, home: Path, data: Data, tmp_path: Path,
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    worker.join(60)
+    worker.join(30)
     assert not worker.is_alive(), f"prune with -n {n} did not finish (deadlock)"
     assert result == [keep | extra, len(extra)]
     assert set(stored(store)) == keep
@@ -256,22 +259,38 @@ def test_unknown_host_key_is_refused(sshd: Sshd, data: Data, tmp_path: Path) -> 
     assert (home / ".ssh" / "known_hosts").read_text() == ""  # nothing learnt
 
 
-def cutting_wrapper(sshd: Sshd, where: Path, limit: int) -> Path:
-    """A CASYNC_SSH_PATH whose connection dies after ``limit`` bytes from the server."""
+_CUTTER = """\
+import os, subprocess, sys, threading
+child = subprocess.Popen([WRAPPER, *sys.argv[1:]], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+def copy(src, dst, left):
+    while left > 0:
+        data = os.read(src, min(left, 65536))
+        if not data:
+            break
+        os.write(dst, data)
+        left -= len(data)
+down = threading.Thread(target=copy, args=(child.stdout.fileno(), 1, DOWN), daemon=True)
+down.start()
+if UP < DOWN:
+    # what went up reaches the server (ssh's stdin closed, not ssh killed); the rest of
+    # the packet under way never does
+    copy(0, child.stdin.fileno(), UP)
+    child.stdin.close()
+else:
+    threading.Thread(target=copy, args=(0, child.stdin.fileno(), UP), daemon=True).start()
+down.join()
+child.kill()
+sys.exit(1)
+"""
+
+
+def cutting_wrapper(sshd: Sshd, where: Path, limit: int, *, upload: bool) -> Path:
+    """A CASYNC_SSH_PATH whose connection ends once ``limit`` bytes went to the server
+    (``upload``) or came from it, in the middle of a packet."""
     script = where / "cut-ssh"
-    script.write_text(
-        f"#!{sys.executable}\n"
-        "import os, subprocess, sys\n"
-        f"child = subprocess.Popen([{str(sshd.ssh_wrapper)!r}, *sys.argv[1:]], stdout=subprocess.PIPE)\n"
-        f"left = {limit}\n"
-        "while left > 0:\n"
-        "    data = os.read(child.stdout.fileno(), min(left, 65536))\n"
-        "    if not data:\n"
-        "        break\n"
-        "    os.write(1, data)\n"
-        "    left -= len(data)\n"
-        "child.kill()\n"
-        "sys.exit(1)\n")
+    up, down = (limit, 1 << 40) if upload else (1 << 40, limit)
+    script.write_text(f"#!{sys.executable}\nWRAPPER, UP, DOWN = {str(sshd.ssh_wrapper)!r}, {up}, {down}\n"
+                      + _CUTTER)
     script.chmod(0o755)
     return script
 
@@ -279,7 +298,7 @@ def cutting_wrapper(sshd: Sshd, where: Path, limit: int) -> Path:
 def test_connection_killed_during_extract(sshd: Sshd, home: Path, data: Data, tmp_path: Path) -> None:
     # 6000 bytes: past the handshake, inside the first chunk (chunks are >= 16 KiB); every
     # retry meets the same end
-    env = {**paramiko_env(home), "CASYNC_SSH_PATH": str(cutting_wrapper(sshd, tmp_path, 6000))}
+    env = {**paramiko_env(home), "CASYNC_SSH_PATH": str(cutting_wrapper(sshd, tmp_path, 6000, upload=False))}
     outdir = tmp_path / "outdir"
     outdir.mkdir()
     proc = cli(["extract", "-n", "1", "-e", "2", "-b", "10ms", "-s", url(sshd, data.store), data.index,
@@ -291,8 +310,10 @@ def test_connection_killed_during_extract(sshd: Sshd, home: Path, data: Data, tm
 
 
 def test_connection_killed_during_make(sshd: Sshd, home: Path, data: Data, tmp_path: Path) -> None:
-    """A write cut off leaves nothing under a final chunk name that is not the whole chunk."""
-    env = {**paramiko_env(home), "CASYNC_SSH_PATH": str(cutting_wrapper(sshd, tmp_path, 700))}
+    """A write cut off leaves nothing under a final chunk name that is not the whole chunk:
+    the connection ends after the first 32 KiB write request of the first chunk (47 KiB)
+    reached the server, so the server holds part of it."""
+    env = {**paramiko_env(home), "CASYNC_SSH_PATH": str(cutting_wrapper(sshd, tmp_path, 32768 + 4000, upload=True))}
     store = tmp_path / "store"
     store.mkdir()
     proc = cli(["make", "-n", "1", "-e", "1", "-m", SIZES, "-s", url(sshd, store), tmp_path / "x.caibx",
