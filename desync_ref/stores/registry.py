@@ -64,7 +64,7 @@ BACKENDS: Final[tuple[Backend, ...]] = (
     Backend("http", ("http://", "https://"), "desync_ref.stores.http", writes=True, indexes=True),
     Backend("s3", ("s3+",), None),
     Backend("gcs", ("gs://",), "desync_ref.stores.gcs", writes=True, indexes=True),
-    Backend("sftp", ("sftp://",), None),
+    Backend("sftp", ("sftp://",), "desync_ref.stores.sftp", writes=True, indexes=True),
     Backend("ssh", ("ssh://",), None),
     Backend("oci", ("oci+",), "desync_ref.stores.oci", writes=True),
 )
