@@ -33,10 +33,11 @@ import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
-import botocore.session
+# botocore ships no type information (no py.typed, no stubs installed).
+import botocore.session  # type: ignore[import-untyped]
 from botocore import UNSIGNED
-from botocore.config import Config
-from botocore.exceptions import (
+from botocore.config import Config  # type: ignore[import-untyped]
+from botocore.exceptions import (  # type: ignore[import-untyped]
     BotoCoreError,
     ClientError,
     HTTPClientError,
@@ -150,6 +151,25 @@ def _region(credentials: S3Credentials, host: str) -> str:
     return match.group(1) if match and match.group(1) != "external-1" else "us-east-1"
 
 
+_SESSION_LOCK = threading.Lock()
+_SESSIONS: list[Any] = []
+
+
+def _session() -> Any:
+    """One botocore session per process (its loaded service model is what makes a client
+    slow to build). Keys, region and endpoint are ours (desync's lookup): it must not read
+    a profile, config or credentials file of its own (``AWS_PROFILE`` naming a profile only
+    the desync config's credentials file has would even fail). A session variable spec is
+    (config name, environment variable, default, conversion). Called under _SESSION_LOCK."""
+    if not _SESSIONS:
+        _SESSIONS.append(botocore.session.Session(session_vars={
+            "profile": (None, None, None, None),
+            "config_file": (None, None, os.devnull, None),
+            "credentials_file": (None, None, os.devnull, None),
+        }))
+    return _SESSIONS[0]
+
+
 class S3Base:
     """A bucket and prefix on one endpoint, with the request and retry machinery."""
 
@@ -209,11 +229,11 @@ class S3Base:
         )
         verify: bool | str = False if opts.trust_insecure else (opts.ca_cert or True)
         creds = self.credentials
-        session = botocore.session.get_session()
-        return session.create_client(
-            "s3", endpoint_url=self.endpoint, config=config, verify=verify,
-            aws_access_key_id=creds.access_key or None, aws_secret_access_key=creds.secret_key or None,
-            aws_session_token=creds.session_token or None)
+        with _SESSION_LOCK:
+            return _session().create_client(
+                "s3", endpoint_url=self.endpoint, config=config, verify=verify,
+                aws_access_key_id=creds.access_key or None, aws_secret_access_key=creds.secret_key or None,
+                aws_session_token=creds.session_token or None)
 
     def call(self, operation: str, **params: Any) -> Any:
         """One attempt of one S3 operation; every failure becomes a _Failed."""
@@ -329,7 +349,7 @@ class S3Store(S3Base):
             params: dict[str, Any] = {"Prefix": self.prefix}
             if token:
                 params["ContinuationToken"] = token
-            page = self.retrying("LIST", lambda: self.call("list_objects_v2", **params))
+            page = self.retrying("LIST", lambda p=params: self.call("list_objects_v2", **p))  # type: ignore[misc]
             found: list[tuple[str, bytes]] = []
             for entry in page.get("Contents", ()):
                 key = str(entry["Key"])
