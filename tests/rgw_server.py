@@ -10,6 +10,7 @@ botocore client to make buckets and look at them independently of desync_ref's c
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -143,14 +144,19 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
                 proc.wait()
 
 
-@pytest.fixture(scope="session")
-def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rgw]:
-    missing = [name for name in DAEMONS if shutil.which(name) is None]
-    if missing:
-        pytest.skip(f"Ceph RGW is not installed (Debian packages 'ceph-mon', 'ceph-osd', 'radosgw'): "
-                    f"no {', '.join(missing)}")
+def missing_parts() -> list[str]:
+    return [name for name in DAEMONS if shutil.which(name) is None]
+
+
+class RgwFailed(Exception):
+    """The gateway (or a step of its setup) did not come up."""
+
+
+@contextlib.contextmanager
+def running_rgw(work: Path) -> Iterator[Rgw]:
+    """Mon, OSD and gateway under ``work/ceph``, stopped (rgw, osd, mon) on exit."""
     started = time.monotonic()
-    d = tmp_path_factory.mktemp("rgw") / "ceph"
+    d = work / "ceph"
     for sub in ("mon.a", "osd.0", "log", "run", "rgw"):
         (d / sub).mkdir(parents=True)
     fsid = str(uuid.uuid4())
@@ -164,7 +170,7 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rgw]:
     def run(*argv: str) -> None:
         result = subprocess.run(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
         if result.returncode != 0:
-            pytest.fail(f"{' '.join(argv)} failed: {result.stdout.decode(errors='replace')[-2000:]}")
+            raise RgwFailed(f"{' '.join(argv)} failed: {result.stdout.decode(errors='replace')[-2000:]}")
 
     def start(*argv: str) -> None:
         procs.append(subprocess.Popen([*argv, "-f"], env=env, stdout=log, stderr=log))
@@ -184,16 +190,28 @@ def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rgw]:
                 break
             except OSError:
                 if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    pytest.fail("radosgw did not start; see " + str(d / "log"))
+                    raise RgwFailed("radosgw did not start; see " + str(d / "log")) from None
                 time.sleep(0.1)
         run("radosgw-admin", "user", "create", "--uid=ci", "--display-name=ci",
             f"--access-key={ACCESS_KEY}", f"--secret-key={SECRET_KEY}")
-        server = Rgw(f"127.0.0.1:{rgw_port}", ACCESS_KEY, SECRET_KEY, d, time.monotonic() - started)
-        print(f"\nrgw fixture: started in {server.start_seconds:.1f} s")
-        yield server
+        yield Rgw(f"127.0.0.1:{rgw_port}", ACCESS_KEY, SECRET_KEY, d, time.monotonic() - started)
     finally:
         stopping = time.monotonic()
         _stop(procs)
         log.close()
-        # Printed with -s: how long the gateway took to come up and to go down.
-        print(f"\nrgw fixture: stopped in {time.monotonic() - stopping:.1f} s")
+        # Printed with -s: how long the gateway took to go down.
+        print(f"\nrgw: stopped in {time.monotonic() - stopping:.1f} s")
+
+
+@pytest.fixture(scope="session")
+def rgw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rgw]:
+    missing = missing_parts()
+    if missing:
+        pytest.skip(f"Ceph RGW is not installed (Debian packages 'ceph-mon', 'ceph-osd', 'radosgw'): "
+                    f"no {', '.join(missing)}")
+    try:
+        with running_rgw(tmp_path_factory.mktemp("rgw")) as server:
+            print(f"\nrgw: started in {server.start_seconds:.1f} s")
+            yield server
+    except RgwFailed as exc:
+        pytest.fail(str(exc))
