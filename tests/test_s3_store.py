@@ -394,6 +394,11 @@ def test_invalid_chunk_and_server_errors_are_retried(fake: tuple[str, type[_Fake
         store.get_chunk(CHUNK_ID, None)
     assert len(handler.seen) == 3
     handler.seen.clear()
+    handler.answer = (500, _error_xml("InternalError"))
+    with pytest.raises(StoreError, match=r"GET chunk .*: InternalError \(HTTP 500\)"):
+        store.get_chunk(CHUNK_ID, None)
+    assert len(handler.seen) == 3
+    handler.seen.clear()
     handler.answer = (403, _error_xml("AccessDenied"))
     with pytest.raises(StoreError, match=r"PUT chunk .* to s3\+http://127.0.0.1:\d+/bucket/pre: AccessDenied"):
         store.store_chunk(Chunk(CHUNK_ID, data=b"x"))
