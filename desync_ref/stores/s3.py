@@ -86,8 +86,10 @@ class _Failed(Exception):
         return self.code in ("NoSuchKey", "404") or (self.status == 404 and self.code != "NoSuchBucket")
 
     def describe(self) -> str:
-        status = f" (HTTP {self.status})" if self.status else ""
         text = f": {self.message}" if self.message and self.message != self.code else ""
+        if self.code == str(self.status):  # a HEAD's error has no body, hence no S3 code
+            return f"HTTP {self.status}{text}"
+        status = f" (HTTP {self.status})" if self.status else ""
         return f"{self.code}{status}{text}"
 
 
