@@ -50,6 +50,14 @@ STORE_OPTION_KEYS: Final[dict[str, type]] = {
     "encryption-algorithm": str,
     "encryption-key": str,
 }
+# desync S3Creds (cmd/desync/config.go), one entry per "http(s)://host[:port]" endpoint.
+S3_CREDENTIAL_KEYS: Final[dict[str, type]] = {
+    "access-key": str,
+    "secret-key": str,
+    "aws-credentials-file": str,
+    "aws-profile": str,
+    "aws-region": str,
+}
 TOP_LEVEL_KEYS: Final = ("s3-credentials", "oci-credentials", "store-options")
 # desync OCICreds (cmd/desync/config.go): both strings, omitempty, in this order.
 OCI_CREDENTIAL_KEYS: Final = ("username", "secret")
@@ -115,11 +123,11 @@ def _entry_json(entry: dict[str, Any]) -> dict[str, Any]:
             if key in full and (full[key] not in ("", 0, False) or key == "uncompressed")}
 
 
-def _check_entry(where: str, entry: object) -> dict[str, Any]:
+def _check_entry(where: str, entry: object, keys: dict[str, type] = STORE_OPTION_KEYS) -> dict[str, Any]:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: expected an object")
     for key, value in entry.items():
-        kind = STORE_OPTION_KEYS.get(key)
+        kind = keys.get(key)
         if kind is None:
             raise ConfigError(f"{where}: unknown key \"{key}\"")
         ok = isinstance(value, bool) if kind is bool else (
@@ -178,6 +186,11 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
             value = {loc: _check_oci_credentials(f"reading {file}: oci-credentials \"{redact(loc)}\"", entry)
                      for loc, entry in value.items()}
         setattr(config, attr, value)
+    s3 = data.get("s3-credentials")
+    if s3 is not None:
+        config.s3_credentials = {endpoint: _check_entry(f"reading {file}: s3-credentials \"{endpoint}\"", entry,
+                                                        S3_CREDENTIAL_KEYS)
+                                 for endpoint, entry in s3.items()}
     options = data.get("store-options")
     if options is not None:
         if not isinstance(options, dict):

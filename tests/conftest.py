@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import pytest
 
 # Real servers started once per session; each plugin module is one component.
-pytest_plugins = ["sshd_server", "oci_registry_server", "gcs_server"]
+pytest_plugins = ["sshd_server", "oci_registry_server", "gcs_server", "rgw_server"]
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_FIXTURES = ROOT / "fixtures" / "desync"  # desync's own test data, see its README

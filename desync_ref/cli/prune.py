@@ -15,7 +15,7 @@ from desync_ref.cli.common import add_command, add_store_options, load_index, st
 from desync_ref.cli.usage import UsageError
 from desync_ref.errors import DesyncRefError
 from desync_ref.operations.chunk_ids import unique_ids
-from desync_ref.stores.location import open_write_store
+from desync_ref.stores.location import open_prune_store
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,7 +51,7 @@ def confirmed(unique: int, store: str) -> bool:
 def run(args: argparse.Namespace) -> int:
     if not args.store:
         raise UsageError("no store provided")
-    store = open_write_store(args.store, store_options(args), create=False)
+    store = open_prune_store(args.store, store_options(args))
     try:
         keep = unique_ids(load_index(args, location) for location in args.indexes)
         if args.yes or confirmed(len(keep), args.store):

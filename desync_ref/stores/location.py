@@ -12,15 +12,15 @@ from collections.abc import Sequence
 
 from desync_ref.errors import InvalidParameter, StoreError
 from desync_ref.formats.chunk import Digest
-from desync_ref.stores import Store, WriteStore
+from desync_ref.stores import PruneStore, Store, WriteStore
 from desync_ref.stores.cache import CachedStore
 from desync_ref.stores.failover import FailoverGroup
 from desync_ref.stores.local import LocalStore
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
-from desync_ref.stores.registry import Backend, backend_for
+from desync_ref.stores.registry import LOCAL, Backend, backend_for
 from desync_ref.stores.router import StoreRouter
 
-__all__ = ["StoreOptions", "open_chain", "open_store", "open_writable", "open_write_store"]
+__all__ = ["StoreOptions", "open_chain", "open_prune_store", "open_store", "open_writable", "open_write_store"]
 
 
 def _backend(location: str) -> Backend:
@@ -59,12 +59,27 @@ def open_write_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, 
     """A store whose chunks are files here: the one kind that lists, prunes and verifies its
     chunks in place and knows their stored sizes (tar -i, prune, verify, inspect-chunks, info -c)."""
     backend = _backend(location)
-    if not backend.prunes:
+    if backend is not LOCAL:
         raise StoreError(f"store location '{location}' must be a local directory here")
     store = backend.load().open_chunk_store(location, options, create=create)
     if not isinstance(store, LocalStore):
         store.close()
         raise StoreError(f"store location '{location}' must be a local directory here")
+    return store
+
+
+def open_prune_store(location: str, options: StoreOptions = DEFAULT_OPTIONS) -> PruneStore:
+    """A store that lists and prunes its chunks (``prune``): a directory, or any backend
+    whose registry line says ``prunes`` (S3, GCS, SFTP, OCI). A directory must exist."""
+    backend = _backend(location)
+    if backend is LOCAL:
+        return open_write_store(location, options, create=False)
+    if not backend.prunes:
+        raise StoreError(f"store location '{location}' does not support pruning")
+    store = backend.load().open_chunk_store(location, options)
+    if not isinstance(store, PruneStore):
+        store.close()
+        raise StoreError(f"store location '{location}' does not support pruning")
     return store
 
 

@@ -47,7 +47,7 @@ class Backend:
     module: str | None  # None: a scheme desync has and desync_ref does not (yet)
     reads: bool = True
     writes: bool = False
-    prunes: bool = False  # lists, prunes and verifies its chunks in place (a local directory)
+    prunes: bool = False  # lists and prunes its chunks: its chunk store is a PruneStore
     indexes: bool = False  # also holds index files
     remote: bool = True  # reads wait on the network: commands default to more threads
 
@@ -62,11 +62,11 @@ LOCAL: Final = Backend("local", (), "desync_ref.stores.local", writes=True, prun
 
 BACKENDS: Final[tuple[Backend, ...]] = (
     Backend("http", ("http://", "https://"), "desync_ref.stores.http", writes=True, indexes=True),
-    Backend("s3", ("s3+",), None),
-    Backend("gcs", ("gs://",), "desync_ref.stores.gcs", writes=True, indexes=True),
-    Backend("sftp", ("sftp://",), "desync_ref.stores.sftp", writes=True, indexes=True),
+    Backend("s3", ("s3+",), "desync_ref.stores.s3", writes=True, prunes=True, indexes=True),
+    Backend("gcs", ("gs://",), "desync_ref.stores.gcs", writes=True, prunes=True, indexes=True),
+    Backend("sftp", ("sftp://",), "desync_ref.stores.sftp", writes=True, prunes=True, indexes=True),
     Backend("ssh", ("ssh://",), None),
-    Backend("oci", ("oci+",), "desync_ref.stores.oci", writes=True),
+    Backend("oci", ("oci+",), "desync_ref.stores.oci", writes=True, prunes=True),
 )
 
 
