@@ -108,6 +108,8 @@ class Assembler:
         self.ids = [c.id for c in self.chunks]
         self.sizes = [c.size for c in self.chunks]
         self.block = block_size(fd)
+        # Bytes the target held before: past them, ftruncate has left zeros (a hole) already.
+        self.existing = 0 if blank else os.fstat(fd).st_size
         self.stats = ExtractStats(blocksize=self.block, bytes_total=index.length,
                                   chunks_total=len(self.chunks), seeds=1 + len(seeds))
         self._fds: dict[int, int] = {}  # id(seed) -> open data file
@@ -324,13 +326,14 @@ class Assembler:
             stats.bytes_cloned += done.cloned
         elif kind == assembler.RUN_ZERO:
             stats.chunks_from_seeds += count
-            if not self.blank:  # a new file was sized with ftruncate: zeros stay a hole
-                offset, stop = self.chunks[first].start, self.chunks[end - 1].end
-                while offset < stop:
-                    n = min(stop - offset, BATCH_BYTES)
-                    write_at(self.fd, memoryview(_ZEROS)[:n], offset)
-                    offset += n
-                stats.bytes_copied += stop - self.chunks[first].start
+            # The file was sized with ftruncate: zeros stay a hole except over old data.
+            offset = self.chunks[first].start
+            stop = min(self.chunks[end - 1].end, self.existing)
+            while offset < stop:
+                n = min(stop - offset, BATCH_BYTES)
+                write_at(self.fd, memoryview(_ZEROS)[:n], offset)
+                offset += n
+                stats.bytes_copied += n
         else:  # RUN_SELF: copy (or clone) from earlier in the output, written by now
             src = self.chunks[run[4]].start
             dst = self.chunks[first].start

@@ -43,11 +43,11 @@ def assemble(fd: int, target: str, index: Index, store: Store, seeds: list[Seed]
                      workers=workers, action=action)
     try:
         with _writing(target):
-            os.ftruncate(fd, index.length)
-            runs = work.plan()
+            runs = work.plan()  # reads the target (-k) and seeds; writes nothing yet
         source.expect([c for run in runs if run[0] == assembler.RUN_STORE
                        for c in index.chunks[run[1]:run[2]]])
         with _writing(target):
+            os.ftruncate(fd, index.length)
             return work.run_plan(runs)
     finally:
         work.close()
