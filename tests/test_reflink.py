@@ -59,9 +59,9 @@ def _shared_bytes(path: Path) -> int:
     shared = 0
     for line in out.splitlines():
         fields = line.split()
-        if len(fields) == 5 and re.fullmatch(r"\d+:", fields[0]) and fields[2] != "hole":
-            if int(fields[-1], 16) & 0x2000:
-                shared += int(fields[-2]) * 512
+        if (len(fields) == 5 and re.fullmatch(r"\d+:", fields[0]) and fields[2] != "hole"
+                and int(fields[-1], 16) & 0x2000):
+            shared += int(fields[-2]) * 512
     return shared
 
 
