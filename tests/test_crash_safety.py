@@ -403,7 +403,7 @@ def test_killed_extract(data: dict[str, Path], tmp_path: Path, in_place: bool) -
         if not in_place:
             check_store(cache, wanted, where)
             return
-        kept = json.loads(proc.stderr)["chunks-in-place"]
+        kept = json.loads(proc.stdout)["chunks-in-place"]
         if where.endswith("clean run"):  # over Y: some chunks are right, some are not
             assert 0 < right_before[0] < len(chunks), right_before
         # Only right bytes are ever written, at their offsets: a rerun keeps all of them.

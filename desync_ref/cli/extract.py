@@ -1,12 +1,14 @@
-"""``extract [-s STORE]... [-c CACHE] [-n N] [-k] [--print-stats] INDEX OUT``.
+"""``extract [-s STORE]... [-c CACHE] [-n N] [-k] [--seed INDEX[:DATA]]... [--seed-dir DIR]...
+[--skip-invalid-seeds | --regenerate-invalid-seeds] [--print-stats] INDEX OUT``.
 
-Spec: spec/index.md, spec/store.md.
+Flags and messages follow desync's ``cmd/desync/extract.go``. Spec: spec/extract.md,
+spec/index.md, spec/store.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 
 from desync_ref.cli.common import (
@@ -14,36 +16,76 @@ from desync_ref.cli.common import (
     add_command,
     add_store_options,
     load_index,
+    print_json,
     source_store,
+    store_options,
     workers,
 )
-from desync_ref.operations.extract import extract
+from desync_ref.cli.usage import UsageError
+from desync_ref.operations.extract import InvalidSeedAction, extract
+from desync_ref.operations.seeds import INDEX_SUFFIX, SeedSpec, open_seeds, seed_dir_specs
+
+SEED_HELP = (
+    "seed: an index (its data is the index path without .caibx, or give it as INDEX:DATA), "
+    "or a plain file without an index, which is chunked first with the target index's chunk "
+    "sizes (this reads and hashes the whole file once before extracting)")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = add_command(subparsers, "extract", "Read an index and build a blob from it")
     parser.add_argument("-s", "--store", action=AppendSlice, help="source store(s)")
+    parser.add_argument("--seed", action=AppendSlice, default=[], help=SEED_HELP)
+    parser.add_argument("--seed-dir", action=AppendSlice, default=[],
+                        help="directory with seed index files (every *.caibx with its data)")
+    parser.add_argument("--skip-invalid-seeds", action="store_true",
+                        help="skip seeds with invalid chunks")
+    parser.add_argument("--regenerate-invalid-seeds", action="store_true",
+                        help="regenerate seed indexes with invalid chunks (in memory)")
     parser.add_argument("-c", "--cache", help="store to be used as cache")
     parser.add_argument("-k", "--in-place", action="store_true",
                         help="extract the file in place and keep chunks that are already correct")
     parser.add_argument("--print-stats", action="store_true",
-                        help="print statistics to stderr when done")
+                        help="print extraction statistics to stdout when done")
     add_store_options(parser)
     parser.add_argument("index", help="index file ('-' for stdin)")
     parser.add_argument("output", help="output file")
     parser.set_defaults(run=run)
 
 
+def seed_spec(text: str) -> SeedSpec:
+    """desync's ``readSeeds``: ``INDEX.caibx`` (data beside it) or ``INDEX:DATA[:options]``;
+    beyond desync, any other existing file is a plain seed, chunked on the fly."""
+    if text.endswith(INDEX_SUFFIX):
+        return SeedSpec(text, text[:-len(INDEX_SUFFIX)])
+    parts = text.split(":")
+    if len(parts) >= 2 and parts[0] and parts[1]:
+        return SeedSpec(parts[0], parts[1])
+    if os.path.exists(text):
+        return SeedSpec(None, text)
+    raise UsageError(f"the provided seed argument {text!r} seems to be malformed")
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.index == args.output:
+        raise UsageError("input and output filenames match")
+    if args.skip_invalid_seeds and args.regenerate_invalid_seeds:
+        raise UsageError("is not possible to use at the same time --skip-invalid-seeds and "
+                         "--regenerate-invalid-seeds")
+    action = (InvalidSeedAction.SKIP if args.skip_invalid_seeds else
+              InvalidSeedAction.REGENERATE if args.regenerate_invalid_seeds else
+              InvalidSeedAction.BAIL_OUT)
     index = load_index(args, args.index)
+    specs = [seed_spec(text) for text in args.seed]
+    for directory in args.seed_dir:
+        specs.extend(seed_dir_specs(directory, args.index))
+    n = workers(args)
+    seeds = open_seeds(specs, index, args.output, store_options(args), n)
     store = source_store(args, index)
     try:
-        stats = extract(index, store, args.output, in_place=args.in_place, workers=workers(args))
+        stats = extract(index, store, args.output, in_place=args.in_place, workers=n,
+                        seeds=seeds, action=action)
     finally:
         store.close()
     if args.print_stats:
-        json.dump({"chunks-total": stats.chunks, "chunks-from-store": stats.fetched,
-                   "chunks-in-place": stats.skipped_in_place, "chunks-zero": stats.skipped_zero,
-                   "size": stats.bytes}, sys.stderr, indent=2)
-        sys.stderr.write("\n")
+        print_json(stats.as_json(), sys.stdout)
     return 0

@@ -6,7 +6,6 @@ Spec: spec/index.md, spec/chunker.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from desync_ref.cli.common import (
@@ -16,6 +15,7 @@ from desync_ref.cli.common import (
     chunk_sizes,
     make_digest,
     make_workers,
+    print_json,
     store_options,
 )
 from desync_ref.errors import DesyncRefError
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
         if store is not None:
             store.close()
     if args.print_stats:
-        json.dump({"chunks-produced": stats.chunks, "chunks-unique": stats.unique,
-                   "chunks-stored": stats.stored, "size": stats.bytes}, sys.stderr, indent=2)
-        sys.stderr.write("\n")
+        # desync prints its ChunkingStats (make.go; no JSON tags, so the Go field names)
+        # to stderr, stdout being free for the index. Every chunk cut here is accepted.
+        print_json({"ChunksAccepted": stats.chunks, "ChunksProduced": stats.chunks}, sys.stderr)
     write_index_file(index, args.index, options)
     return 0

@@ -41,6 +41,13 @@ class ChunkSource:
         self._lock = threading.Lock()
         self.fetched = 0
 
+    def expect(self, chunks: list[IndexChunk]) -> None:
+        """Only these entries will be fetched (extract takes the others from seeds or the
+        output itself): keep in memory only the chunks repeated among them."""
+        uses = Counter(c.id for c in chunks)
+        with self._lock:
+            self._remaining = {cid: n for cid, n in uses.items() if n > 1}
+
     def is_zero(self, chunk: IndexChunk) -> bool:
         return self._zero_ids.get(chunk.id) == chunk.size
 

@@ -1,0 +1,353 @@
+"""Assembling a blob from a plan: chunks from seeds (cloned or copied), from earlier in the
+same output (the self seed), zeros (holes), chunks already in place, and the store.
+
+Follows desync's ``AssembleFile`` (``assemble.go``): the plan is made first, the seed runs
+it uses are checked against their indexes before anything is written (``Plan.Validate``),
+then the runs are written in order. Worker threads fetch and verify store chunks, read and
+verify seed data, and clone ranges; one writer (this thread) writes, so a self-seed run
+always finds its source written. Every byte that lands in the output is verified: store
+chunks by the chunk source, copied seed data as it is read, cloned ranges by reading them
+back (a seed may change while it is used, desync checks the same way).
+
+Spec: spec/extract.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import Enum
+from typing import cast
+
+from desync_ref import kernels
+from desync_ref.errors import DesyncRefError
+from desync_ref.formats.index import Index
+from desync_ref.fs.clone import block_size, can_clone, clone_or_copy, copy_range
+from desync_ref.operations.chunk_source import ChunkSource
+from desync_ref.operations.parallel import ordered_map
+from desync_ref.operations.seeds import InvalidSeed, Seed
+
+assembler = kernels.load("assembler")
+
+# Work is handed to worker threads in pieces of about this many bytes.
+BATCH_BYTES = 1 << 20
+_ZEROS = bytes(BATCH_BYTES)
+
+
+class InvalidSeedAction(Enum):
+    """What to do with a seed whose data does not match its index (desync's names)."""
+
+    BAIL_OUT = "bail-out"
+    SKIP = "skip"
+    REGENERATE = "regenerate"
+
+
+@dataclass
+class ExtractStats:
+    """desync's ``ExtractStats`` (``extractstats.go``), counted from the plan as executed."""
+
+    chunks_from_seeds: int = 0
+    chunks_from_store: int = 0
+    chunks_in_place: int = 0
+    bytes_copied: int = 0
+    bytes_cloned: int = 0
+    blocksize: int = 0
+    bytes_total: int = 0
+    chunks_total: int = 0
+    seeds: int = 0
+
+    def as_json(self) -> dict[str, int]:
+        """desync's JSON keys, in its order."""
+        return {"chunks-from-seeds": self.chunks_from_seeds,
+                "chunks-from-store": self.chunks_from_store,
+                "chunks-in-place": self.chunks_in_place,
+                "bytes-copied-from-seeds": self.bytes_copied,
+                "bytes-cloned-from-seeds": self.bytes_cloned,
+                "blocksize": self.blocksize, "bytes-total": self.bytes_total,
+                "chunks-total": self.chunks_total, "seeds": self.seeds}
+
+
+Run = tuple[int, int, int, int, int]  # (kind, first, end, seed, seed_first): see the kernel
+
+
+@dataclass
+class _Done:
+    """What a worker did for one piece of a run: bytes for the writer, and counts."""
+
+    writes: list[tuple[int, bytes]]
+    from_seed: int = 0
+    from_store: int = 0
+    copied: int = 0
+    cloned: int = 0
+
+
+def write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """All of ``data`` at ``offset``: ``pwrite`` may write less than it was given."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, offset)
+        if written <= 0:  # no progress and no error: give up rather than spin
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        view = view[written:]
+        offset += written
+
+
+class Assembler:
+    """Plans and writes one output; ``fd`` is open for reading and writing."""
+
+    def __init__(self, fd: int, target: str, index: Index, source: ChunkSource,
+                 seeds: list[Seed], *, blank: bool, in_place: bool, workers: int,
+                 action: InvalidSeedAction) -> None:
+        self.fd, self.target, self.index, self.source = fd, target, index, source
+        self.seeds = list(seeds)
+        self.blank, self.in_place, self.workers, self.action = blank, in_place, workers, action
+        self.chunks = index.chunks
+        self.ids = [c.id for c in self.chunks]
+        self.sizes = [c.size for c in self.chunks]
+        self.block = block_size(fd)
+        # Bytes the target held before: past them, ftruncate has left zeros (a hole) already.
+        self.existing = 0 if blank else os.fstat(fd).st_size
+        self.stats = ExtractStats(blocksize=self.block, bytes_total=index.length,
+                                  chunks_total=len(self.chunks), seeds=1 + len(seeds))
+        self._fds: dict[int, int] = {}  # id(seed) -> open data file
+        self._clone: dict[int, bool] = {}
+        self.out_dir = os.path.dirname(os.path.abspath(target)) or "."
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    # -- planning ---------------------------------------------------------------------
+
+    def marks(self) -> list[int]:
+        """Per chunk: already in place (-k), all zeros, or neither."""
+        marks = [assembler.MARK_ZERO if self.source.is_zero(c) else assembler.MARK_NONE
+                 for c in self.chunks]
+        if not self.in_place or self.blank:
+            return marks
+        digest = self.source.digest
+        ends = assembler.batch_ends(self.sizes, BATCH_BYTES)
+
+        def check(bounds: tuple[int, int]) -> list[bool]:
+            first, end = bounds
+            start = self.chunks[first].start
+            data = memoryview(os.pread(self.fd, self.chunks[end - 1].end - start, start))
+            return [len(piece := data[c.start - start:c.end - start]) == c.size
+                    and digest(cast(bytes, piece)) == c.id for c in self.chunks[first:end]]
+
+        position = 0
+        for kept in ordered_map(check, zip([0, *ends[:-1]], ends, strict=True), self.workers):
+            for here in kept:
+                if here:
+                    marks[position] = assembler.MARK_IN_PLACE
+                position += 1
+        return marks
+
+    def plan(self) -> list[Run]:
+        """A plan whose seed runs all hold what they should; invalid seeds are dealt with
+        as ``action`` says, and the plan made again without (or with the re-chunked) seed."""
+        marks = self.marks()
+        while True:
+            runs: list[Run] = assembler.plan(self.ids, self.sizes, marks,
+                                             [(s.ids, s.sizes) for s in self.seeds])
+            try:
+                self._validate(runs)
+            except InvalidSeed as exc:
+                if self.action is InvalidSeedAction.BAIL_OUT or exc.seed.regenerated:
+                    raise DesyncRefError(str(exc)) from None
+                if self.action is InvalidSeedAction.SKIP:
+                    self.seeds.remove(exc.seed)
+                else:
+                    exc.seed.regenerate(self.workers)
+                self._forget(exc.seed)
+                continue
+            return runs
+
+    def _seed_fd(self, seed: Seed) -> int:
+        fd = self._fds.get(id(seed))
+        if fd is None:
+            try:
+                fd = os.open(seed.data, os.O_RDONLY)
+            except OSError as exc:
+                raise InvalidSeed(f"cannot open seed {seed.data}: {exc.strerror or exc}", seed) from None
+            self._fds[id(seed)] = fd
+        return fd
+
+    def _forget(self, seed: Seed) -> None:
+        fd = self._fds.pop(id(seed), None)
+        if fd is not None:
+            os.close(fd)
+        self._clone.pop(id(seed), None)
+
+    def _pieces(self, first: int, end: int) -> Iterator[tuple[int, int]]:
+        """A run cut into pieces of about BATCH_BYTES."""
+        total = 0
+        start = first
+        for n in range(first, end):
+            total += self.sizes[n]
+            if total >= BATCH_BYTES:
+                yield start, n + 1
+                start, total = n + 1, 0
+        if start < end:
+            yield start, end
+
+    def _validate(self, runs: list[Run]) -> None:
+        """desync's ``Plan.Validate``: every seed chunk the plan uses matches its id."""
+        work: list[tuple[Seed, int, int, int]] = []
+        for kind, first, end, number, seed_first in runs:
+            if kind == assembler.RUN_SEED:
+                seed = self.seeds[number]
+                fd = self._seed_fd(seed)
+                for a, b in self._pieces(first, end):
+                    work.append((seed, fd, seed_first + a - first, b - a))
+
+        def check(item: tuple[Seed, int, int, int]) -> None:
+            seed, fd, at, count = item
+            try:
+                seed.check(fd, at, count)
+            except OSError as exc:
+                raise InvalidSeed(f"cannot read seed {seed.data}: {exc.strerror or exc}", seed) from None
+
+        for _ in ordered_map(check, work, self.workers):
+            pass
+
+    # -- writing ----------------------------------------------------------------------
+
+    def run_plan(self, runs: list[Run]) -> ExtractStats:
+        """Write the runs of a checked plan, in order."""
+        units: list[tuple[Run, int, int]] = []
+        for run in runs:
+            kind, first, end = run[0], run[1], run[2]
+            if kind in (assembler.RUN_STORE, assembler.RUN_SEED) and not self._clones(run):
+                units.extend((run, a, b) for a, b in self._pieces(first, end))
+            else:
+                units.append((run, first, end))
+        for (run, first, end), done in zip(units, ordered_map(self._load, units, self.workers),
+                                           strict=True):
+            self._write(run, first, end, done)
+        return self.stats
+
+    def _clones(self, run: Run) -> bool:
+        """Whether a seed run is cloned (whole-block aligned, and the file system shares)."""
+        if run[0] != assembler.RUN_SEED:
+            return False
+        seed = self.seeds[run[3]]
+        known = self._clone.get(id(seed))
+        if known is None:
+            known = can_clone(self.out_dir, self._seed_fd(seed), self.block)
+            self._clone[id(seed)] = known
+        src = seed.index.chunks[run[4]].start
+        return known and src % self.block == self.chunks[run[1]].start % self.block
+
+    def _load(self, unit: tuple[Run, int, int]) -> _Done:
+        """Worker side: fetch, read, clone and verify; nothing here writes but a clone."""
+        (kind, first, _end, number, seed_first), a, b = unit
+        if kind == assembler.RUN_STORE:
+            return _Done([(c.start, self.source.get(c)) for c in self.chunks[a:b]],
+                         from_store=b - a)
+        if kind != assembler.RUN_SEED:
+            return _Done([])
+        seed = self.seeds[number]
+        fd = self._seed_fd(seed)
+        src_first = seed_first + a - first
+        src = seed.index.chunks[src_first].start
+        dst = self.chunks[a].start
+        length = self.chunks[b - 1].end - dst
+        if self._clones(unit[0]):
+            with self._reading(seed):
+                copied, cloned = clone_or_copy(self.fd, fd, src, length, dst, self.block)
+                data = os.pread(self.fd, length, dst)  # read back what now is there
+            done = self._checked(data, a, b, writes=False)
+        else:
+            with self._reading(seed):
+                data = os.pread(fd, length, src)
+            done = self._checked(data, a, b, writes=True)
+            copied, cloned = 0, 0
+        done.copied += copied
+        done.cloned += cloned
+        return done
+
+    @contextlib.contextmanager
+    def _reading(self, seed: Seed) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise DesyncRefError(f"cannot read seed {seed.data}: {exc.strerror or exc}") from None
+
+    def _checked(self, data: bytes, a: int, b: int, *, writes: bool) -> _Done:
+        """Seed bytes for chunks ``a..b-1`` checked against their ids; a chunk that changed
+        since the plan was checked comes from the store under --regenerate-invalid-seeds
+        (desync's retry in ``AssembleFile``), else the extract stops."""
+        digest = self.source.digest
+        view = memoryview(data)
+        base = self.chunks[a].start
+        done = _Done([])
+        good = 0
+        for n in range(a, b):
+            c = self.chunks[n]
+            piece = view[c.start - base:c.end - base]
+            if len(piece) == c.size and digest(cast(bytes, piece)) == c.id:
+                good += c.size
+                done.from_seed += 1
+                continue
+            if self.action is not InvalidSeedAction.REGENERATE:
+                raise DesyncRefError(
+                    f"written data in {self.target} doesn't match its expected hash value, "
+                    "seed may have changed during processing")
+            done.writes.append((c.start, self.source.get(c)))
+            done.from_store += 1
+        if writes:
+            if done.from_store == 0:
+                done.writes.append((base, data))
+            else:  # only the good chunks; the refetched ones are already listed
+                bad = {start for start, _ in done.writes}
+                done.writes.extend((c.start, bytes(view[c.start - base:c.end - base]))
+                                   for c in self.chunks[a:b] if c.start not in bad)
+            done.copied += good
+        return done
+
+    def _write(self, run: Run, first: int, end: int, done: _Done) -> None:
+        """Writer side, in plan order."""
+        kind = run[0]
+        stats = self.stats
+        for offset, data in done.writes:
+            write_at(self.fd, data, offset)
+        count = end - first
+        if kind == assembler.RUN_IN_PLACE:
+            stats.chunks_in_place += count
+        elif kind == assembler.RUN_STORE or kind == assembler.RUN_SEED:
+            stats.chunks_from_store += done.from_store
+            stats.chunks_from_seeds += done.from_seed
+            stats.bytes_copied += done.copied
+            stats.bytes_cloned += done.cloned
+        elif kind == assembler.RUN_ZERO:
+            stats.chunks_from_seeds += count
+            # The file was sized with ftruncate: zeros stay a hole except over old data.
+            offset = self.chunks[first].start
+            stop = min(self.chunks[end - 1].end, self.existing)
+            while offset < stop:
+                n = min(stop - offset, BATCH_BYTES)
+                write_at(self.fd, memoryview(_ZEROS)[:n], offset)
+                offset += n
+                stats.bytes_copied += n
+        else:  # RUN_SELF: copy (or clone) from earlier in the output, written by now
+            src = self.chunks[run[4]].start
+            dst = self.chunks[first].start
+            length = self.chunks[end - 1].end - dst
+            copied, cloned = (clone_or_copy(self.fd, self.fd, src, length, dst, self.block)
+                              if self._self_clones() else
+                              (copy_range(self.fd, self.fd, src, length, dst), 0))
+            stats.chunks_from_seeds += count
+            stats.bytes_copied += copied
+            stats.bytes_cloned += cloned
+
+    def _self_clones(self) -> bool:
+        known = self._clone.get(0)
+        if known is None:
+            known = can_clone(self.out_dir, self.fd, self.block)
+            self._clone[0] = known
+        return known
