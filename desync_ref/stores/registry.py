@@ -65,7 +65,7 @@ BACKENDS: Final[tuple[Backend, ...]] = (
     Backend("s3", ("s3+",), None),
     Backend("gcs", ("gs://",), None),
     Backend("sftp", ("sftp://",), None),
-    Backend("ssh", ("ssh://",), None),
+    Backend("ssh", ("ssh://",), "desync_ref.stores.ssh"),
 )
 
 
