@@ -67,6 +67,7 @@ def serve(stores: Sequence[Store], read_fd: int, write_fd: int, *, workers: int 
                 elif isinstance(event, proto.Abort):
                     raise ProtocolError(f"client aborted: {event.reason or os.strerror(event.error)}")
                 elif isinstance(event, proto.Goodbye):
+                    out.flush()  # the answers to the REQUESTs before it
                     return
                 elif isinstance(event, proto.Hello):
                     if not event.flags & proto.PULL_CHUNKS:
