@@ -8,6 +8,7 @@ chunk. Spec: ``spec/protocol.md``.
 
 from __future__ import annotations
 
+import itertools
 import random
 import struct
 import subprocess
@@ -32,7 +33,7 @@ ZERO = bytes(32)
 def _events(conn: p.Connection, data: bytes, pieces: list[int] | None = None) -> list[p.Event]:
     events: list[p.Event] = []
     cuts = [0, *(pieces or []), len(data)]
-    for start, end in zip(cuts, cuts[1:], strict=False):
+    for start, end in itertools.pairwise(cuts):
         conn.receive_data(data[start:end])
         while not isinstance(event := conn.next_event(), p.NeedData | p.Closed):
             events.append(event)

@@ -1,6 +1,6 @@
 """ssh:// stores and ``pull`` through OpenSSH's real sshd on 127.0.0.1 (fixture ``sshd``).
 
-The interop matrix of client × server: our ``ssh://`` client against ``casync pull`` and
+The interop matrix of client by server: our ``ssh://`` client against ``casync pull`` and
 against our ``pull``; ``casync extract --store=host:/path`` (casync 2's ssh syntax) against
 our ``pull``, recorded to check that a REQUEST carrying many ids is answered in full. Then the
 failures: a missing chunk, a remote that dies mid-transfer, garbage, ABORT, an unknown host

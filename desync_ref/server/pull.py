@@ -69,9 +69,8 @@ def serve(stores: Sequence[Store], read_fd: int, write_fd: int, *, workers: int 
                 elif isinstance(event, proto.Goodbye):
                     out.flush()  # the answers to the REQUESTs before it
                     return
-                elif isinstance(event, proto.Hello):
-                    if not event.flags & proto.PULL_CHUNKS:
-                        raise ProtocolError(f"client does not ask for chunks (HELLO flags {event.flags:#x})")
+                elif isinstance(event, proto.Hello) and not event.flags & proto.PULL_CHUNKS:
+                    raise ProtocolError(f"client does not ask for chunks (HELLO flags {event.flags:#x})")
             out.flush()
             if not data or conn.closed:
                 return
