@@ -184,3 +184,28 @@ def test_unknown_host_key(setup: Setup, tmp_path: Path) -> None:
     err = _one_line_error(proc)
     assert "127.0.0.1" in err and "Host key verification failed" in err, err
     assert not out.exists()
+
+
+def test_several_sessions_in_process(setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a shallow session depth the store spreads requests over several sessions, and
+    every chunk still comes back verified (in-process, our pull as the remote)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from desync_ref.formats.chunk import digest_function
+    from desync_ref.formats.index import parse_index
+    from desync_ref.stores import ssh
+    from desync_ref.stores.options import StoreOptions
+
+    monkeypatch.setattr(ssh, "SESSION_DEPTH", 1)
+    for key, value in setup.env(setup.remote).items():
+        monkeypatch.setenv(key, value)
+    index = parse_index(setup.index.read_bytes())
+    digest = digest_function(index.digest)
+    store = ssh.open_chunk_store(setup.url(), StoreOptions(n=3))
+    try:
+        with ThreadPoolExecutor(6) as pool:
+            chunks = list(pool.map(lambda c: store.get_chunk(c.id, digest).data(), index.chunks))
+        assert len(store._sessions) > 1
+    finally:
+        store.close()
+    assert b"".join(chunks) == setup.blob.read_bytes()

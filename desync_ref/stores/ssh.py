@@ -12,7 +12,8 @@ Unlike desync, which keeps ``n`` sessions each answering one REQUEST at a time, 
 here is pipelined: callers queue ids, a writer thread sends every queued id in one REQUEST
 (as casync's own client does, ``ca_remote_write`` in ``src/caremote.c``) without waiting,
 and a reader thread hands each CHUNK or MISSING to whoever asked for that id. Sessions are
-started as load needs them, up to ``options.n``. A remote that exits, breaks the protocol
+started as load needs them (all running ones with SESSION_DEPTH ids in flight), up to
+``options.n``. A remote that exits, breaks the protocol
 or sends ABORT fails every pending and later read with a StoreError naming the host; a
 MISSING is ChunkMissing (routers move on to the next store).
 """
@@ -39,6 +40,10 @@ from desync_ref.stores.storage_form import StorageForm
 SCHEME: Final = "ssh://"
 # Ids per REQUEST frame; casync's own client closes a frame near 64 KiB (BUFFER_SIZE).
 MAX_IDS_PER_REQUEST: Final = 2048
+# A further session starts only when every running one has this many ids in flight: one
+# pipelined session carries a whole extract's requests, and each ssh start costs a key
+# exchange (about a second of CPU on a loaded machine, measured through the tests' sshd).
+SESSION_DEPTH: Final = 64
 _READ_SIZE: Final = 1 << 20
 _STDERR_KEEP: Final = 4096
 _COMPRESSED, _PLAIN = StorageForm(compressed=True), StorageForm(compressed=False)
@@ -100,8 +105,11 @@ class _Session:
             self._stdin.flush()
         except OSError:
             pass  # the remote is gone already: the reader says why
-        for target in (self._read_loop, self._write_loop, self._stderr_loop):
-            threading.Thread(target=target, daemon=True, name=f"ssh-{target.__name__}").start()
+        threads = [threading.Thread(target=t, daemon=True, name=f"ssh-{t.__name__}")
+                   for t in (self._stderr_loop, self._read_loop, self._write_loop)]
+        self._stderr_thread = threads[0]
+        for thread in threads:
+            thread.start()
         try:
             flags = self._hello.result(timeout)
         except FutureTimeout:
@@ -198,6 +206,8 @@ class _Session:
             code = self.proc.wait(5)
         except subprocess.TimeoutExpired:
             code = None
+        # The remote's last words (ssh's "Host key verification failed.") may still be in the pipe.
+        self._stderr_thread.join(1 if code is not None else 0)
         lines = [ln.strip() for ln in bytes(self._stderr).decode("utf-8", "replace").splitlines() if ln.strip()]
         said = f": {lines[-1]}" if lines else ""
         status = f", exit status {code}" if code is not None else ""
@@ -218,7 +228,8 @@ class _Session:
             if not future.done():
                 future.set_exception(error)
 
-    def close(self) -> None:
+    def say_goodbye(self) -> None:
+        """Send GOODBYE and close our end; the remote then exits (see :meth:`reap`)."""
         with self._lock:
             alive = self._error is None
             if alive:
@@ -230,6 +241,8 @@ class _Session:
             self._stdin.close()
         except (OSError, ValueError, ProtocolError):
             pass
+
+    def reap(self) -> None:
         try:
             self.proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -258,13 +271,14 @@ class SSHStore:
         return self.location
 
     def _session(self) -> _Session:
-        """The least loaded live session; a new one while all are busy and the pool has room."""
+        """The least loaded live session; a new one when all are deep in requests and the pool
+        has room."""
         with self._lock:
             self._sessions = [s for s in self._sessions if not s.error is not None] or self._sessions[:1]
             live = [s for s in self._sessions if not s.error is not None]
             if live:
                 best = min(live, key=lambda s: s.load)
-                if best.load == 0 or len(self._sessions) >= self._max_sessions:
+                if best.load < SESSION_DEPTH or len(self._sessions) >= self._max_sessions:
                     return best
             elif self._sessions:
                 # The one session died: say why, do not start another behind the user's back.
@@ -297,8 +311,11 @@ class SSHStore:
     def close(self) -> None:
         with self._lock:
             sessions, self._sessions = self._sessions, []
+        # All say goodbye first, so the remotes wind down together rather than one by one.
         for session in sessions:
-            session.close()
+            session.say_goodbye()
+        for session in sessions:
+            session.reap()
 
 
 def open_chunk_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, create: bool = False) -> SSHStore:
