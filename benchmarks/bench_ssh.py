@@ -4,7 +4,8 @@ Starts OpenSSH's sshd on 127.0.0.1 (the tests' recipe, ``tests/sshd_server.py``)
 store with casync from a file of random and text data (``--size-mib``, default 64), then
 times ``desync-ref extract`` of it from: the local store; ``ssh://127.0.0.1/<store>`` with
 ``casync pull`` as the remote; the same with ``desync-ref pull`` as the remote; and
-``casync extract --store=127.0.0.1:<store>`` with both remotes. Prints MB/s (10^6 bytes
+``casync extract --store=127.0.0.1:<store>`` with both remotes; and, as the ceiling, plain
+``ssh 127.0.0.1 cat <file>``. Prints MB/s (10^6 bytes
 per second of output) per case, best of ``--reps``. Everything runs on this machine, so
 the figures say what the protocol and its drivers cost, not what a network would.
 
@@ -100,6 +101,12 @@ def main() -> None:
             ]
             print(f"{args.size_mib} MiB, {sum(1 for _ in store.glob('*/*.cacnk'))} chunks, best of {args.reps}, "
                   f"desync-ref -n {args.n}")
+            start = time.perf_counter()
+            raw = subprocess.run([str(sshd.ssh_wrapper), "127.0.0.1", "cat", str(blob)], capture_output=True,
+                                 check=True).stdout
+            seconds = time.perf_counter() - start
+            assert raw == blob.read_bytes()
+            print(f"{'reference: ssh 127.0.0.1 cat blob':48s} {seconds:7.2f} s {size / seconds / 1e6:8.1f} MB/s")
             for label, argv, env in cases:
                 seconds = timed([*argv, str(index), str(out)], env, out, args.reps)
                 if out.read_bytes() != blob.read_bytes():
