@@ -301,7 +301,7 @@ def test_swap_store_answers_inline_reads_for_what_it_holds(tmp_path: Path) -> No
 
 # --- locations and the scheme registry ----------------------------------------------------------
 
-@pytest.mark.parametrize("location", ["s3+http://host/bucket", "gs://bucket/x", "sftp://h/p", "ssh://h/p"])
+@pytest.mark.parametrize("location", ["s3+http://host/bucket", "gs://bucket/x", "sftp://h/p"])
 def test_unsupported_schemes(location: str, tmp_path: Path) -> None:
     message = f"store location '{location}' is not supported yet"
     for opener in (open_store, open_writable, open_write_store):

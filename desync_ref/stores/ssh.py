@@ -162,7 +162,8 @@ class _Session:
                 data = os.read(fd, _READ_SIZE)
                 if not data:
                     # Only our GOODBYE ends a session: any other end is the remote's failure.
-                    self._fail(self._exit_error("the remote closed the connection"))
+                    before = "" if self.conn.running else " before sending HELLO"
+                    self._fail(self._exit_error(f"the remote closed the connection{before}"))
                     return
                 self.conn.receive_data(data)
                 while True:
