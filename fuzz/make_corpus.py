@@ -12,6 +12,7 @@ import io
 import json
 import lzma
 import shutil
+import struct
 import sys
 import tarfile
 from pathlib import Path
@@ -170,6 +171,16 @@ def main() -> None:
         put("config", name, json.dumps(value, indent=2).encode())
     put("config", "bad-type.json", b'{"store-options": {"/x": {"n": "4"}}}')
     put("config", "not-object.json", b"[1, 2]")
+
+    # casync protocol streams: both directions captured from casync 2, and a few odd ones.
+    from desync_ref.formats import casync_protocol as cp
+
+    vectors = ROOT / "fixtures" / "casync_protocol"
+    for name in ("client", "server", "missing"):
+        put("casync_protocol", f"casync-{name}.bin", (vectors / f"{name}.bin").read_bytes())
+    put("casync_protocol", "abort", cp.encode(cp.Hello(1)) + cp.encode(cp.Abort(5, "disk on fire")))
+    put("casync_protocol", "huge-size", struct.pack("<QQ", 1 << 62, cp.CHUNK))
+    put("casync_protocol", "banner", b"SSH-2.0-OpenSSH_9.2\r\n")
 
     total = sum(p.stat().st_size for p in CORPUS.rglob("*") if p.is_file())
     count = sum(1 for p in CORPUS.rglob("*") if p.is_file())

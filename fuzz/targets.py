@@ -325,6 +325,14 @@ def target_listen_address(data: bytes) -> None:
     assert 0 <= port <= 65535
 
 
+# --- casync protocol streams (fuzz/casync_protocol.py) ------------------------------------
+
+def target_casync_protocol(data: bytes) -> None:
+    from fuzz.casync_protocol import target_casync_protocol as target
+
+    target(data, _splits(data))
+
+
 # --- config file ----------------------------------------------------------------------------
 
 _CONFIG_DIR: str | None = None
@@ -357,6 +365,7 @@ TARGETS: dict[str, Target] = {
     "listen_address": target_listen_address,
     "location_glob": target_location_glob,
     "config": target_config,
+    "casync_protocol": target_casync_protocol,
 }
 
 # Targets that touch a real file system, where an OSError can be a real OS refusal.

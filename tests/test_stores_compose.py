@@ -26,6 +26,7 @@ from desync_ref.server.chunks import ChunkHandler
 from desync_ref.stores import Chunk, InlineRead, PruneStore, Store, WriteStore
 from desync_ref.stores.cache import CachedStore
 from desync_ref.stores.failover import FailoverGroup
+from desync_ref.stores.index_stores import index_store_for
 from desync_ref.stores.local import LocalStore
 from desync_ref.stores.location import open_chain, open_store, open_writable, open_write_store
 from desync_ref.stores.options import DEFAULT_OPTIONS
@@ -301,15 +302,20 @@ def test_swap_store_answers_inline_reads_for_what_it_holds(tmp_path: Path) -> No
 
 # --- locations and the scheme registry ----------------------------------------------------------
 
-@pytest.mark.parametrize("location", ["ssh://h/p"])
-def test_unsupported_schemes(location: str, tmp_path: Path) -> None:
-    message = f"store location '{location}' is not supported yet"
-    for opener in (open_store, open_writable, open_write_store):
-        with pytest.raises(StoreError) as info:
-            opener(location)
-        assert str(info.value) == message
-    with pytest.raises(StoreError, match="is not supported yet"):
-        open_store(f"{tmp_path}|{location}")
+@pytest.mark.parametrize(("location", "module"), [
+    ("s3+http://host/bucket", "desync_ref.stores.s3"), ("gs://bucket/x", "desync_ref.stores.gcs"),
+    ("sftp://h/p", "desync_ref.stores.sftp"), ("ssh://h/p", "desync_ref.stores.ssh"),
+    ("oci+http://h/repo", "desync_ref.stores.oci"), ("HTTP://h/", "desync_ref.stores.http"),
+    ("ftp://h/p", "desync_ref.stores.local"), ("rel/dir", "desync_ref.stores.local")])
+def test_scheme_registry(location: str, module: str) -> None:
+    """Each scheme reaches its backend (case-insensitively); anything else is a local path."""
+    assert backend_for(location).module == module
+
+
+@pytest.mark.parametrize("location", ["ssh://h/p/x.caibx", "oci+http://h/repo/x.caibx"])
+def test_schemes_without_index_storage(location: str) -> None:
+    with pytest.raises(StoreError, match=r"^index storage is not supported by (ssh|oci) stores"):
+        index_store_for(location)
 
 
 def test_location_errors(tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "inspect-chunks": "inspect_chunks",
     "list-chunks": "list_chunks",
     "prune": "prune",
+    "pull": "pull",
     "verify": "verify",
     "verify-index": "verify_index",
     "tar": "tar",

@@ -28,7 +28,7 @@ def _backend(location: str) -> Backend:
     if not location:
         raise InvalidParameter("empty store location", parameter="store location")
     backend = backend_for(location)
-    if backend.module is None or "|" in location:
+    if "|" in location:
         raise StoreError(f"store location '{location}' is not supported yet")
     return backend
 

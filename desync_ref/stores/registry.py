@@ -6,10 +6,9 @@ scheme and treats anything else as a local path.
 
 A line names the location prefixes it answers to, the module that implements it and what
 it can do. The module is imported only when a location of its scheme is opened, so a
-command that never meets an ``http://`` location never imports urllib3. A line with no
-module is a scheme desync knows and desync_ref does not implement yet: opening it as a
-chunk store fails with "not supported yet"; as an index location it is a plain path, as
-it always was.
+command that never meets an ``http://`` location never imports urllib3. A scheme whose
+line does not say ``indexes`` (ssh, OCI) is refused as an index location, as desync
+refuses it ("Index storage is not supported by ..." in ``indexStoreFromLocation``).
 
 A backend module provides, with :class:`StoreOptions` carrying the per-location options
 (the module picks its own with ``options.for_location(location)``):
@@ -27,8 +26,9 @@ import importlib
 from dataclasses import dataclass
 from typing import Final, Protocol, cast
 
+from desync_ref.errors import StoreError
 from desync_ref.stores import IndexStore, Store
-from desync_ref.stores.options import StoreOptions
+from desync_ref.stores.options import StoreOptions, redact
 
 
 class BackendModule(Protocol):
@@ -44,7 +44,7 @@ class BackendModule(Protocol):
 class Backend:
     name: str
     schemes: tuple[str, ...]  # lowercase location prefixes, "s3+" or "http://"
-    module: str | None  # None: a scheme desync has and desync_ref does not (yet)
+    module: str
     reads: bool = True
     writes: bool = False
     prunes: bool = False  # lists and prunes its chunks: its chunk store is a PruneStore
@@ -52,7 +52,6 @@ class Backend:
     remote: bool = True  # reads wait on the network: commands default to more threads
 
     def load(self) -> BackendModule:
-        assert self.module is not None
         return cast(BackendModule, importlib.import_module(self.module))
 
 
@@ -65,7 +64,7 @@ BACKENDS: Final[tuple[Backend, ...]] = (
     Backend("s3", ("s3+",), "desync_ref.stores.s3", writes=True, prunes=True, indexes=True),
     Backend("gcs", ("gs://",), "desync_ref.stores.gcs", writes=True, prunes=True, indexes=True),
     Backend("sftp", ("sftp://",), "desync_ref.stores.sftp", writes=True, prunes=True, indexes=True),
-    Backend("ssh", ("ssh://",), None),
+    Backend("ssh", ("ssh://",), "desync_ref.stores.ssh"),
     Backend("oci", ("oci+",), "desync_ref.stores.oci", writes=True, prunes=True),
 )
 
@@ -81,7 +80,9 @@ def backend_for(location: str) -> Backend:
 
 
 def index_backend_for(location: str) -> Backend:
-    """The backend holding index files at ``location``: a scheme with an index backend, else
-    a local path (also for the schemes not implemented yet, as before the registry)."""
+    """The backend holding index files at ``location``; StoreError for a scheme whose stores
+    hold no indexes."""
     backend = backend_for(location)
-    return backend if backend.module is not None and backend.indexes else LOCAL
+    if not backend.indexes:
+        raise StoreError(f"index storage is not supported by {backend.name} stores: '{redact(location)}'")
+    return backend
