@@ -34,10 +34,10 @@ from collections.abc import Callable, Iterator
 from typing import Any, Final, TypeVar
 
 # botocore ships no type information (no py.typed, no stubs installed).
-import botocore.session  # type: ignore[import-untyped]
+import botocore.session
 from botocore import UNSIGNED
-from botocore.config import Config  # type: ignore[import-untyped]
-from botocore.exceptions import (  # type: ignore[import-untyped]
+from botocore.config import Config
+from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     HTTPClientError,

@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-import paramiko  # type: ignore[import-untyped]  # no stubs in the venv (types-paramiko)
+import paramiko
 
 from desync_ref.errors import ChunkMissing, DesyncRefError, IndexMissing, InvalidFormat, StoreError
 from desync_ref.formats.chunk import (
