@@ -20,7 +20,9 @@ import pytest
 from conftest import ROOT
 from sshd_server import Sshd
 
+from desync_ref.errors import ProtocolError
 from desync_ref.formats import casync_protocol as p
+from desync_ref.formats.index import parse_index
 
 pytestmark = pytest.mark.remote_store
 
@@ -97,13 +99,20 @@ def _recorder(setup: Setup, name: str) -> tuple[Path, Path, Path]:
     return script, c2s, s2c
 
 
-def _stream(data: bytes, role: str) -> list[p.Event]:
+def _stream(data: bytes, role: str, *, cut_ok: bool = False) -> list[p.Event]:
+    """The events of a recorded stream. ``cut_ok``: the recording may end inside a message
+    (casync closes the session once its output is complete, while answers to its read-ahead
+    REQUESTs are still on the way, and ``tee`` dies on the closed pipe)."""
     conn = p.Connection(role, p.READABLE_STORE if role == "server" else p.PULL_CHUNKS)
     conn.receive_data(data)
     conn.receive_data(b"")
     events = []
-    while not isinstance(event := conn.next_event(), p.NeedData | p.Closed):
-        events.append(event)
+    try:
+        while not isinstance(event := conn.next_event(), p.NeedData | p.Closed):
+            events.append(event)
+    except ProtocolError:
+        if not cut_ok:
+            raise
     return events
 
 
@@ -118,8 +127,11 @@ def test_casync_client_our_pull(setup: Setup, casync: str, tmp_path: Path) -> No
     assert out.read_bytes() == setup.blob.read_bytes()
     requests = [e for e in _stream(c2s.read_bytes(), "server") if isinstance(e, p.Request)]
     assert max(len(r.ids) for r in requests) > 1, "casync sent no multi-id REQUEST"
-    answered = [e for e in _stream(s2c.read_bytes(), "client") if isinstance(e, p.ChunkData)]
-    assert {i for r in requests for i in r.ids} == {c.chunk_id for c in answered}
+    answered = {e.chunk_id for e in _stream(s2c.read_bytes(), "client", cut_ok=True)
+                if isinstance(e, p.ChunkData)}
+    requested = {i for r in requests for i in r.ids}
+    needed = {c.id for c in parse_index(setup.index.read_bytes()).chunks}
+    assert needed <= requested and needed <= answered <= requested
 
 
 def test_missing_chunk_moves_on(setup: Setup, tmp_path: Path) -> None:
