@@ -2,7 +2,9 @@
 
 Spec: ``spec/store.md``. Layout from casync ``src/castore.c``; names from the one grammar in
 ``formats/chunk.py``; the temp-file prefix ``.tmp-cacnk`` is desync's (``local.go``,
-``tmpChunkPrefix``) so either tool's prune recognises the other's leftovers. The index store
+``tmpChunkPrefix``) so either tool's prune recognises the other's leftovers. The name
+extension and stored bytes come from the store's :class:`StorageForm` (``.cacnk``, none, or
+with encryption ``.cacnk.<algorithm>-<key id>``, spec/store.md "Chunk encryption"). The index store
 follows desync ``localindex.go``.
 
 This is also the backend module for plain paths in the scheme registry
