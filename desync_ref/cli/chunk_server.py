@@ -1,8 +1,10 @@
-"""``chunk-server -s STORE... [-c CACHE] [--store-file FILE] [-l ADDR]... [-w] [-u] ...``.
+"""``chunk-server -s STORE... [-c CACHE] [--store-file FILE] [-l ADDR]... [-w] [-u] [--encryption] ...``.
 
 desync ``cmd/desync/chunkserver.go``: serves a store chain over HTTP(S); ``--store-file``
 holds ``{"stores": [...], "cache": "..."}`` and is read again on SIGHUP (an invalid file
 keeps the old stores). Writing (``-w``) needs exactly one upstream store and no cache.
+``-u`` and the encryption flags set the form chunks take on the wire; upstream stores keep
+their own (config file) form.
 
 Spec: spec/http.md.
 """
@@ -26,6 +28,7 @@ from desync_ref.formats.chunk import digest_function
 from desync_ref.stores import Store, WriteStore
 from desync_ref.stores.location import open_chain, open_writable
 from desync_ref.stores.options import StoreOptions
+from desync_ref.stores.storage_form import storage_form
 from desync_ref.stores.swap import SwapStore, SwapWriteStore
 
 # Requests still running on a replaced chain get this long before it is closed.
@@ -45,6 +48,14 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--skip-verify-write", type=_bool_flag, nargs="?", const=True, default=False,
                         help="don't verify chunk data written to this server (default false)")
     parser.add_argument("-u", "--uncompressed", action="store_true", help="serve uncompressed chunks")
+    parser.add_argument("--encryption", action="store_true",
+                        help="serve chunks encrypted, expects the key in $DESYNC_ENCRYPTION_KEY "
+                             "unless --encryption-key is given")
+    parser.add_argument("--encryption-key", default="",
+                        help="serve chunks encrypted with this hex-encoded 256-bit key, implies --encryption")
+    parser.add_argument("--encryption-algorithm", default="",
+                        help="encryption algorithm, xchacha20-poly1305 (default) or aes-256-gcm, "
+                             "implies --encryption")
     parser.add_argument("-r", "--cache-repair", type=_bool_flag, nargs="?", const=True, default=True,
                         help="replace invalid chunks in the cache from source")
     add_server_options(parser)
@@ -97,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
 
     serving = server_options(args)
     validate_server_options(serving)
+    # The wire form, checked before any store is opened (desync runChunkServer). Either
+    # encryption flag turns encryption on; the environment's key alone never does.
+    encrypt = bool(args.encryption or args.encryption_key or args.encryption_algorithm)
+    wire = storage_form(StoreOptions(uncompressed=args.uncompressed, encryption=encrypt,
+                                     encryption_key=args.encryption_key or None,
+                                     encryption_algorithm=args.encryption_algorithm or None))
     # -u is the format on the wire; upstream stores keep their own (config file) setting.
     options = store_options(argparse.Namespace(**{**vars(args), "uncompressed": False}))
     store: Store = build_store(args, options)
@@ -106,9 +123,9 @@ def run(args: argparse.Namespace) -> int:
         swap = SwapWriteStore(store) if isinstance(store, WriteStore) and args.writable else SwapStore(store)
         store = swap
     handler = ChunkHandler(store, digest_function(make_digest(args)), writable=args.writable,
-                           uncompressed=args.uncompressed, skip_verify_read=args.skip_verify_read,
+                           skip_verify_read=args.skip_verify_read,
                            skip_verify_write=args.skip_verify_write,
-                           authorization=serving.authorization)
+                           authorization=serving.authorization, form=wire)
 
     def reload() -> None:
         assert swap is not None

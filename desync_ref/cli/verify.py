@@ -11,7 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from desync_ref.cli.common import DEFAULT_CONCURRENCY, add_command, make_digest, workers
+from desync_ref.cli.common import (
+    DEFAULT_CONCURRENCY,
+    add_command,
+    make_digest,
+    store_options,
+    workers,
+)
 from desync_ref.cli.usage import UsageError
 from desync_ref.formats.chunk import digest_function
 from desync_ref.operations.verify import verify_store
@@ -36,7 +42,9 @@ def _report(line: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.store:
         raise UsageError("no store provided")
-    store = open_write_store(args.store, create=False)
+    # The store's config entry decides which chunk files are its own (desync runVerify
+    # passes GetStoreOptionsFor(store)): an encrypted store's are named by its key.
+    store = open_write_store(args.store, store_options(args), create=False)
     verify_store(store, digest_function(make_digest(args)), repair=args.repair,
                  workers=workers(args), report=_report)
     return 0

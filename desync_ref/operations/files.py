@@ -12,7 +12,7 @@ from desync_ref.errors import DesyncRefError, DigestMismatch, InvalidFormat, Sto
 from desync_ref.formats.index import Index, parse_index, write_index
 from desync_ref.fs.atomic import atomic_output
 from desync_ref.stores import IndexWriteStore
-from desync_ref.stores.index_stores import index_store_for, is_index_url
+from desync_ref.stores.index_stores import index_store_for, is_index_url, refuse_encryption
 from desync_ref.stores.options import StoreOptions
 
 STDIO = "-"
@@ -22,6 +22,8 @@ def read_index(location: str, expected_digest: str | None = None,
                options: StoreOptions | None = None) -> Index:
     """An index from a file, ``-`` (stdin) or an http(s) URL (an index store's object);
     ``expected_digest`` set means the user chose one."""
+    if options is not None:
+        refuse_encryption(location, options)
     if is_index_url(location):
         store, name = index_store_for(location, options or StoreOptions())
         try:
@@ -46,6 +48,8 @@ def read_index(location: str, expected_digest: str | None = None,
 
 def write_index_file(index: Index, location: str, options: StoreOptions | None = None) -> None:
     """To a file, ``-`` (stdout), or an index store URL (``http(s)://host/path/name``)."""
+    if options is not None:
+        refuse_encryption(location, options)
     if is_index_url(location):
         store, name = index_store_for(location, options or StoreOptions())
         try:

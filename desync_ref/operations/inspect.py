@@ -14,7 +14,7 @@ from desync_ref.stores.local import LocalStore
 
 
 def inspect_chunks(index: Index, store: LocalStore | None = None) -> list[ChunkInfo]:
-    converted = store is not None and not store.uncompressed
+    converted = store is not None and bool(store.suffix)  # compressed or encrypted
     sizes: dict[bytes, int] = {}
     infos: list[ChunkInfo] = []
     for chunk in index.chunks:

@@ -1,5 +1,10 @@
 """chunk-server's request handler: ``GET/HEAD/PUT /<xxxx>/<id>.cacnk`` over a store chain.
 
+The wire form (compressed or not, encrypted or not: a :class:`StorageForm`) is the
+server's own, independent of how the upstream store keeps its chunks (desync
+``NewHTTPHandler``'s converters); encrypted GETs seal a fresh nonce each time, encrypted PUT
+bodies are authenticated even with ``--skip-verify-write``.
+
 Spec: ``spec/http.md``. Status codes and messages of desync ``httphandler.go`` and
 ``httphandlerbase.go``: the Authorization check comes first (401), then the path
 (``idFromPath``: 400), then the method (405 for anything but GET, HEAD, PUT). GET: 200 with
@@ -23,17 +28,11 @@ from typing import Final
 from aiohttp import web
 
 from desync_ref.errors import ChunkInvalid, ChunkMissing, DesyncRefError
-from desync_ref.formats.chunk import (
-    COMPRESSED_CHUNK_SUFFIX,
-    UNCOMPRESSED_CHUNK_SUFFIX,
-    Digest,
-    NameProblem,
-    id_text,
-    parse_chunk_path,
-)
+from desync_ref.formats.chunk import Digest, NameProblem, id_text, parse_chunk_path
 from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from desync_ref.server.base import authorized, read_body, text, warn
-from desync_ref.stores import Chunk, InlineRead, Store, WriteStore
+from desync_ref.stores import InlineRead, Store, WriteStore
+from desync_ref.stores.storage_form import StorageForm
 
 PROG: Final = "chunk-server"
 # A compressed chunk can be a little larger than the data it holds.
@@ -45,12 +44,16 @@ _OCTETS: Final = {"Content-Type": "application/octet-stream"}
 class ChunkHandler:
     def __init__(self, store: Store, digest: Digest, *, writable: bool = False,
                  uncompressed: bool = False, skip_verify_read: bool = True,
-                 skip_verify_write: bool = False, authorization: str = "") -> None:
+                 skip_verify_write: bool = False, authorization: str = "",
+                 form: StorageForm | None = None) -> None:
+        """``form`` is the wire form (desync's handler converters: what clients send and
+        get, whatever the upstream store keeps); it wins over ``uncompressed``."""
         self.store = store
         self.digest = digest
         self.writable = writable
-        self.uncompressed = uncompressed
-        self.extension = UNCOMPRESSED_CHUNK_SUFFIX if uncompressed else COMPRESSED_CHUNK_SUFFIX
+        self.form = form if form is not None else StorageForm(compressed=not uncompressed)
+        self.uncompressed = not self.form.compressed
+        self.extension = self.form.extension
         self.skip_verify_read = skip_verify_read
         self.skip_verify_write = skip_verify_write
         self.read_digest: Digest | None = None if skip_verify_read else digest
@@ -96,7 +99,7 @@ class ChunkHandler:
     # -- GET ---------------------------------------------------------------------------
     def _load(self, chunk_id: bytes) -> bytes:
         chunk = self.store.get_chunk(chunk_id, self.read_digest)
-        return chunk.data() if self.uncompressed else chunk.compressed()
+        return self.form.to_storage(chunk)
 
     async def _fetch(self, chunk_id: bytes) -> bytes:
         pending = self._inflight.get(chunk_id)
@@ -114,7 +117,7 @@ class ChunkHandler:
     def _inline(self) -> bool:
         """A local store already in the wire form: a page-cache read is cheaper than a thread hop."""
         store = self.store
-        return (self.read_digest is None and isinstance(store, InlineRead)
+        return (self.read_digest is None and not self.form.encrypted and isinstance(store, InlineRead)
                 and store.reads_inline(self.uncompressed))
 
     async def get(self, chunk_id: bytes) -> web.StreamResponse:
@@ -150,10 +153,7 @@ class ChunkHandler:
 
     def _store(self, chunk_id: bytes, body: bytes) -> web.Response:
         try:
-            if self.uncompressed:
-                chunk = Chunk.with_id(chunk_id, self.write_digest, data=body)
-            else:
-                chunk = Chunk.with_id(chunk_id, self.write_digest, compressed=body)
+            chunk = self.form.from_storage(chunk_id, body, self.write_digest)
         except ChunkInvalid as exc:
             return text(400, str(exc))
         store = self.store

@@ -39,17 +39,13 @@ from urllib3.exceptions import (
 from urllib3.util import parse_url
 
 from desync_ref.errors import ChunkMissing, IndexMissing, InvalidFormat, StoreError
-from desync_ref.formats.chunk import (
-    COMPRESSED_CHUNK_SUFFIX,
-    UNCOMPRESSED_CHUNK_SUFFIX,
-    Digest,
-    chunk_file_name,
-)
+from desync_ref.formats.chunk import Digest, chunk_file_name
 from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
 from desync_ref.stores.index_stores import MAX_INDEX_BYTES
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
+from desync_ref.stores.storage_form import storage_form
 
 USER_AGENT: Final = "desync-ref"
 SCHEMES: Final = ("http://", "https://")
@@ -329,8 +325,11 @@ class HTTPStore(HTTPBase):
 
     def __init__(self, location: str, options: StoreOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(location, options)
-        self.uncompressed = options.uncompressed
-        self.suffix = UNCOMPRESSED_CHUNK_SUFFIX if options.uncompressed else COMPRESSED_CHUNK_SUFFIX
+        self.form = storage_form(options, location)
+        self.uncompressed = not self.form.compressed
+        self.suffix = self.form.extension
+        # An encrypted store names itself in decryption errors; unencrypted messages stay as they were.
+        self._where = str(self) if self.form.encrypted else ""
 
     def name(self, chunk_id: bytes) -> str:
         return chunk_file_name(chunk_id, self.suffix)
@@ -339,9 +338,7 @@ class HTTPStore(HTTPBase):
         name = self.name(chunk_id)
         status, body = self.request("GET", name)
         if status == 200:
-            if self.uncompressed:
-                return Chunk.with_id(chunk_id, digest, data=body)
-            return Chunk.with_id(chunk_id, digest, compressed=body)
+            return self.form.from_storage(chunk_id, body, digest, where=self._where)
         if status == 404:
             raise ChunkMissing(chunk_id.hex(), str(self))
         raise self.unexpected("GET", name, status, body)
@@ -357,7 +354,7 @@ class HTTPStore(HTTPBase):
 
     def store_chunk(self, chunk: Chunk) -> None:
         name = self.name(chunk.id)
-        payload = chunk.data() if self.uncompressed else chunk.compressed()
+        payload = self.form.to_storage(chunk)
         status, body = self.request("PUT", name, payload)
         if status not in (200, 201):
             raise self.unexpected("PUT", name, status, body)

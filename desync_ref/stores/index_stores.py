@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Final
 
+from desync_ref.errors import InvalidParameter
 from desync_ref.stores import IndexStore
-from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
+from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.registry import LOCAL, index_backend_for
 
 # The largest index read from or taken by an HTTP peer. An index is 40 bytes per chunk:
@@ -29,12 +30,26 @@ def is_index_url(location: str) -> bool:
     return index_backend_for(location) is not LOCAL
 
 
+def refuse_encryption(location: str, options: StoreOptions, *, index_file: bool = True) -> None:
+    """Indexes are never encrypted: encryption options for an index location are an error,
+    not silently ignored (desync ``ValidateIndexOptions``, checked in
+    ``indexStoreFromLocation`` for every backend). For an index file the options are those
+    of its directory, the location up to the last ``/`` (desync's ``base``)."""
+    base = location.rpartition("/")[0] if index_file else location
+    picked = options.for_location(base)
+    if picked.encryption or picked.encryption_key or picked.encryption_algorithm:
+        raise InvalidParameter(f"store options for \"{redact(location)}\": encryption is not supported "
+                               "by index stores", parameter="encryption")
+
+
 def open_index_store(location: str, options: StoreOptions = DEFAULT_OPTIONS) -> IndexStore:
     """An index store from its location (a directory or an http(s) base URL)."""
+    refuse_encryption(location, options, index_file=False)
     return index_backend_for(location).load().open_index_store(location, options)
 
 
 def index_store_for(location: str, options: StoreOptions = DEFAULT_OPTIONS, *,
                     create: bool = False) -> tuple[IndexStore, str]:
     """The store holding the index at ``location`` and the index's name in it."""
+    refuse_encryption(location, options)
     return index_backend_for(location).load().open_index_location(location, options, create=create)

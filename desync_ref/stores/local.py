@@ -2,7 +2,9 @@
 
 Spec: ``spec/store.md``. Layout from casync ``src/castore.c``; names from the one grammar in
 ``formats/chunk.py``; the temp-file prefix ``.tmp-cacnk`` is desync's (``local.go``,
-``tmpChunkPrefix``) so either tool's prune recognises the other's leftovers. The index store
+``tmpChunkPrefix``) so either tool's prune recognises the other's leftovers. The name
+extension and stored bytes come from the store's :class:`StorageForm` (``.cacnk``, none, or
+with encryption ``.cacnk.<algorithm>-<key id>``, spec/store.md "Chunk encryption"). The index store
 follows desync ``localindex.go``.
 
 This is also the backend module for plain paths in the scheme registry
@@ -20,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from desync_ref.errors import ChunkInvalid, ChunkMissing, IndexMissing, InvalidFormat, StoreError
+from desync_ref.errors import ChunkMissing, IndexMissing, InvalidFormat, StoreError
 from desync_ref.formats.chunk import (
     COMPRESSED_CHUNK_SUFFIX,
     TMP_CHUNK_PREFIX,
@@ -34,6 +36,11 @@ from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
 from desync_ref.stores.index_stores import valid_index_name
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
+from desync_ref.stores.storage_form import StorageForm, storage_form
+
+# The two forms an unencrypted store reads.
+_COMPRESSED = StorageForm(compressed=True)
+_PLAIN = StorageForm(compressed=False)
 
 
 def _create_dir(path: Path, what: str) -> None:
@@ -50,10 +57,13 @@ def _create_dir(path: Path, what: str) -> None:
 class LocalStore:
     """A PruneStore and InlineRead: reads, writes, lists, prunes."""
 
-    def __init__(self, path: str | os.PathLike[str], *, create: bool = False, uncompressed: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = False, uncompressed: bool = False,
+                 form: StorageForm | None = None) -> None:
+        """``form`` (from :func:`storage_form`) wins over ``uncompressed``."""
         self.path = Path(path)
-        self.uncompressed = uncompressed
-        self.suffix = UNCOMPRESSED_CHUNK_SUFFIX if uncompressed else COMPRESSED_CHUNK_SUFFIX
+        self.form = form if form is not None else StorageForm(compressed=not uncompressed)
+        self.uncompressed = not self.form.compressed
+        self.suffix = self.form.extension
         if create:
             _create_dir(self.path, "store")
         if not self.path.exists():
@@ -68,16 +78,20 @@ class LocalStore:
     def chunk_path(self, chunk_id: bytes) -> Path:
         return self.path / chunk_file_name(chunk_id, self.suffix)
 
-    def _forms(self, chunk_id: bytes) -> tuple[tuple[str, bool], tuple[str, bool]]:
-        """(path, is compressed) for the store's own form first, then the other one."""
+    def _forms(self, chunk_id: bytes) -> tuple[tuple[str, StorageForm], ...]:
+        """(path, form) for the store's own form first, then the other one when the store is
+        not encrypted (an unencrypted store reads compressed and plain chunks alike; an
+        encrypted one only its own form, as desync's, whose name says the key)."""
         # Plain strings, not Paths: this runs once per chunk on the extract hot path.
         base = f"{self._root}/{chunk_file_name(chunk_id, '')}"
-        compressed = (base + COMPRESSED_CHUNK_SUFFIX, True)
-        plain = (base + UNCOMPRESSED_CHUNK_SUFFIX, False)
+        if self.form.encrypted:
+            return ((base + self.suffix, self.form),)
+        compressed = (base + COMPRESSED_CHUNK_SUFFIX, _COMPRESSED)
+        plain = (base + UNCOMPRESSED_CHUNK_SUFFIX, _PLAIN)
         return (plain, compressed) if self.uncompressed else (compressed, plain)
 
     def get_chunk(self, chunk_id: bytes, digest: Digest | None) -> Chunk:
-        for path, compressed in self._forms(chunk_id):
+        for path, form in self._forms(chunk_id):
             try:
                 # O_NOFOLLOW: casync marks known-missing chunks with a symlink
                 # (ca_chunk_file_mark_missing), which must read as missing.
@@ -93,17 +107,28 @@ class LocalStore:
                     blob = f.readall()
             except OSError as exc:
                 raise StoreError(f"cannot read chunk {chunk_id.hex()} from {self}: {exc.strerror}") from None
-            try:
-                if compressed:
-                    return Chunk.with_id(chunk_id, digest, compressed=blob)
-                return Chunk.with_id(chunk_id, digest, data=blob)
-            except ChunkInvalid as exc:
-                raise ChunkInvalid(f"{exc} in store {self}") from None
+            return form.from_storage(chunk_id, blob, digest, where=str(self))
+        if self.form.encrypted:
+            raise ChunkMissing(chunk_id.hex(), self._other_forms_hint(chunk_id))
         raise ChunkMissing(chunk_id.hex(), str(self))
+
+    def _other_forms_hint(self, chunk_id: bytes) -> str:
+        """The store, and what other forms of the chunk it holds: an encrypted store's chunk
+        under another key or algorithm has another name, so a wrong key reads as missing."""
+        hex_id = chunk_id.hex()
+        try:
+            others = sorted(name for name in os.listdir(os.path.join(self._root, hex_id[:4]))
+                            if name.startswith(hex_id) and name != hex_id + self.suffix)
+        except OSError:
+            others = []
+        if not others:
+            return str(self)
+        found = others[0][len(hex_id):] or "no extension"
+        return f"{self} (it holds the chunk as {found}: wrong encryption key or algorithm?)"
 
     def reads_inline(self, uncompressed: bool) -> bool:
         # A page-cache read is cheaper than a thread hop when no conversion follows.
-        return uncompressed == self.uncompressed
+        return not self.form.encrypted and uncompressed == self.uncompressed
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         """A regular file of either form that is not empty. Chunks are never empty, and an
@@ -120,7 +145,7 @@ class LocalStore:
 
     def store_chunk(self, chunk: Chunk) -> None:
         target = self.chunk_path(chunk.id)
-        payload = chunk.data() if self.uncompressed else chunk.compressed()
+        payload = self.form.to_storage(chunk)
         try:
             fd, tmp_name = self._temp_file_beside(target)
             try:
@@ -265,7 +290,7 @@ class LocalIndexStore:
 # --- backend entry points (stores/registry.py) ----------------------------------------------
 
 def open_chunk_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, create: bool = False) -> LocalStore:
-    return LocalStore(location, create=create, uncompressed=options.for_location(location).uncompressed)
+    return LocalStore(location, create=create, form=storage_form(options.for_location(location), location))
 
 
 def open_index_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *,
