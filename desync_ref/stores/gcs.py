@@ -401,7 +401,7 @@ class GCSStore(GCSBase):
 
     def __init__(self, location: str, options: StoreOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(location, options)
-        self.form: StorageForm = storage_form(options)
+        self.form: StorageForm = storage_form(options, location)
 
     def key(self, chunk_id: bytes) -> str:
         return self.prefix + chunk_file_name(chunk_id, self.form.extension)

@@ -153,7 +153,7 @@ class OCIStore(HTTPBase):
             host = "registry-1.docker.io"
         super().__init__(f"{parts.scheme}://{host}/", options)
         self.location = shown
-        self.form: StorageForm = storage_form(options)
+        self.form: StorageForm = storage_form(options, location)
         self.credential: Credential | None = lookup(location, hostport, options.oci_credentials)
         self._headers = {"User-Agent": USER_AGENT}  # desync's http-auth/cookie options are not used here
         self._auth: dict[str, str] = {}  # scope kind -> Authorization value that worked
@@ -354,7 +354,8 @@ class OCIStore(HTTPBase):
         if len(reply.body) != size or sha256_digest(reply.body) != blob_digest:
             raise StoreError(f"{self.location}: blob of chunk {chunk_id.hex()} does not match its "
                              f"manifest (size or {blob_digest.split(':', 1)[0]} digest)")
-        return self.form.from_storage(chunk_id, reply.body, None if self.options.skip_verify else digest)
+        return self.form.from_storage(chunk_id, reply.body, None if self.options.skip_verify else digest,
+                                      where=self.location)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         """desync ``HasChunk``: the manifest is fetched, so a foreign artifact under a

@@ -299,7 +299,7 @@ class S3Store(S3Base):
 
     def __init__(self, location: str, options: StoreOptions = DEFAULT_OPTIONS) -> None:
         super().__init__(location, options)
-        self.form = storage_form(options)
+        self.form = storage_form(options, location)
 
     def key(self, chunk_id: bytes) -> str:
         """desync ``nameFromID``: ``<prefix><xxxx>/<id><ext>``."""

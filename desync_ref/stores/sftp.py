@@ -484,7 +484,7 @@ class SFTPStore(SFTPBase):
 
     def __init__(self, location: str, options: StoreOptions = DEFAULT_OPTIONS, *, create: bool = False) -> None:
         super().__init__(location, options, create=create, size=options.n)
-        self.form = storage_form(options)
+        self.form = storage_form(options, location)
 
     def path(self, chunk_id: bytes) -> str:
         return self.root + chunk_file_name(chunk_id, self.form.extension)
@@ -497,7 +497,7 @@ class SFTPStore(SFTPBase):
             raise ChunkMissing(chunk_id.hex(), str(self)) from None
         if blob is None:
             raise StoreError(f"{self.location}: chunk file {path} is larger than {MAX_CHUNK_FILE} bytes")
-        return self.form.from_storage(chunk_id, blob, digest)
+        return self.form.from_storage(chunk_id, blob, digest, where=self.location)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         path = self.path(chunk_id)
