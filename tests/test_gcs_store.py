@@ -1,6 +1,6 @@
 """The GCS backend (``gs://bucket/prefix``) against fake-gcs-server, and its error paths.
 
-Spec: spec/store.md ("GCS"). The CLI runs as a subprocess with STORAGE_EMULATOR_HOST set to
+Spec: spec/gcs.md. The CLI runs as a subprocess with STORAGE_EMULATOR_HOST set to
 the session's fake-gcs-server (tests/gcs_server.py); what lands in the bucket is read back
 through the server's own API, not through the code under test. Retries, re-fetches,
 credentials and refusals are checked against a scripted loopback server that records

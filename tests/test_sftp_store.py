@@ -1,4 +1,4 @@
-"""SFTP chunk and index stores (spec/store.md "SFTP") against OpenSSH's sshd on 127.0.0.1.
+"""SFTP chunk and index stores (spec/sftp.md) against OpenSSH's sshd on 127.0.0.1.
 
 Both transports carry every test that goes through the CLI where it matters: paramiko's own
 SSH client (HOME holds the user's key and known_hosts, as a user's does) and

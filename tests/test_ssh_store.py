@@ -4,7 +4,7 @@ The interop matrix of client by server: our ``ssh://`` client against ``casync p
 against our ``pull``; ``casync extract --store=host:/path`` (casync 2's ssh syntax) against
 our ``pull``, recorded to check that a REQUEST carrying many ids is answered in full. Then the
 failures: a missing chunk, a remote that dies mid-transfer, garbage, ABORT, an unknown host
-key. Spec: ``spec/protocol.md``, ``spec/store.md`` § SSH.
+key. Spec: ``spec/protocol.md``, § "The ssh:// store".
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The backend module of ``gs://`` in the scheme registry (``stores/registry.py``); it is
 imported only when such a location is opened.
 
-Spec: ``spec/store.md`` ("GCS"). Key layout of desync ``gcs.go`` (``normalizeGCPrefix``:
+Spec: ``spec/gcs.md``. Key layout of desync ``gcs.go`` (``normalizeGCPrefix``:
 the path without leading and trailing ``/``, then one ``/`` if not empty; ``nameFromID``:
 ``<prefix><xxxx>/<id><ext>``) and ``gcsindex.go`` (an index is ``<prefix><name>``); the
 listing of ``Prune`` keeps only names that parse as this store's chunks

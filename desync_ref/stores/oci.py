@@ -1,6 +1,6 @@
 """OCI registry chunk store: ``oci+http(s)://registry[:port]/repository`` (a PruneStore).
 
-Spec: ``spec/store.md`` ("OCI registries"). Layout and behaviour of desync ``OCIStore``
+Spec: ``spec/oci.md``. Layout and behaviour of desync ``OCIStore``
 (``oci.go``, desync PR #284, on oras-go): every chunk is one artifact, a blob holding the
 chunk in storage form and a minimal OCI image manifest (artifact type
 ``application/vnd.desync.chunk.v1``, the empty JSON config) tagged ``<id hex><extension>``.

@@ -1,6 +1,6 @@
 """Credentials for an OCI registry store, and the registry's authentication challenge.
 
-Spec: ``spec/store.md`` ("OCI registries", "Credentials" and "Authentication"). Lookup order
+Spec: ``spec/oci.md`` ("Credentials" and "Authentication"). Lookup order
 of desync ``Config.GetOCICredentialsFor`` (``cmd/desync/config.go``), first match wins:
 
 1. ``DESYNC_OCI_USERNAME`` / ``DESYNC_OCI_PASSWORD`` (a password without a user name is an

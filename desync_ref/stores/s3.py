@@ -3,7 +3,7 @@
 The backend module of ``s3+`` locations in the scheme registry (``stores/registry.py``); it
 is imported only when such a location is opened, so botocore is loaded only then.
 
-Spec: ``spec/store.md`` ("S3"). After desync ``s3.go`` (``NewS3StoreBase``, ``GetChunk``,
+Spec: ``spec/s3.md``. After desync ``s3.go`` (``NewS3StoreBase``, ``GetChunk``,
 ``StoreChunk``, ``HasChunk``, ``RemoveChunk``, ``Prune``, ``nameFromID``), ``s3index.go``
 and ``types.go`` (``chunkIDFromObjectName``), with the ``lookup`` query of
 ``cmd/desync/store.go`` (``storeFromLocation``):

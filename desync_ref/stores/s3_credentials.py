@@ -1,6 +1,6 @@
 """Which credentials and region an S3 store signs with, looked up as desync does.
 
-Spec: ``spec/store.md`` ("S3", "Credentials"). After desync ``cmd/desync/config.go``
+Spec: ``spec/s3.md`` ("Credentials"). After desync ``cmd/desync/config.go``
 (``GetS3CredentialsFor``) and ``cmd/desync/credentials.go``
 (``RefreshableSharedCredentialsProvider``, ``loadProfile``), in this order:
 

@@ -1,6 +1,6 @@
 """SFTP chunk and index stores: ``sftp://[user@]host[:port]/path`` over SSH, with paramiko.
 
-Spec: ``spec/store.md`` ("SFTP"). After desync ``sftp.go`` (``newSFTPStoreBase``,
+Spec: ``spec/sftp.md``. After desync ``sftp.go`` (``newSFTPStoreBase``,
 ``SFTPStore``, ``StoreObject``, ``Prune``) and ``sftpindex.go`` (``SFTPIndexStore``); the
 location is parsed as in ``cmd/desync/store.go`` (``storeFromLocation``,
 ``indexStoreFromLocation``). The backend module of ``sftp://`` in ``stores/registry.py``.

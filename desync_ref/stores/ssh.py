@@ -1,7 +1,7 @@
 """``ssh://[user@]host[:port]/path``: a read-only chunk store served by ``casync pull`` over ssh.
 
 The backend module of ``ssh://`` in the scheme registry (``stores/registry.py``). Spec:
-``spec/protocol.md`` (the protocol, the remote command line) and ``spec/store.md`` § SSH.
+``spec/protocol.md`` (the protocol, the remote command line) and ``spec/protocol.md`` § "The ssh:// store".
 After desync ``remotessh.go`` (``NewRemoteSSHStore``, ``StartProtocol``): run
 ``$CASYNC_SSH_PATH`` (default ``ssh``) with ``-- [user@]host "<$CASYNC_REMOTE_PATH> pull - -
 - '<path>'"`` (remote default ``casync``), exchange HELLOs (we pull chunks, the remote must
