@@ -231,12 +231,17 @@ def test_server_dying_mid_extract(name: str, request: pytest.FixtureRequest, tmp
 
 @pytest.mark.parametrize("name", sorted(BACKENDS))
 def test_chunk_server_in_front(name: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """chunk-server over the backend: casync's layout out, the backend's chunks through it."""
+    """chunk-server over the backend: casync's layout out, the backend's chunks through it.
+    And ``info -s`` counts the chunks the backend holds."""
     backend = BACKENDS[name](request)
     blob, index = tmp_path / "blob", tmp_path / "blob.caibx"
     blob.write_bytes(os.urandom(100 * 1024))
     made = _cli(backend.env, "make", "-s", backend.location, "-m", "16:64:256", index, blob)
     assert made.returncode == 0, made.stderr.decode()
+    info = _cli(backend.env, "info", "-s", backend.location, index)
+    assert info.returncode == 0, info.stderr.decode()
+    unique = len({c.id for c in parse_index(index.read_bytes()).chunks})
+    assert json.loads(info.stdout)["in-store"] == unique
     with Server("chunk-server", ["-s", backend.location], env=backend.env) as srv:
         out = tmp_path / "out"
         done = _cli(backend.env, "extract", "-s", srv.url, index, out)
