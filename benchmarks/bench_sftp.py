@@ -21,34 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from sshd_server import SFTP_SERVER, SSHD, _free_port
-
-
-def start_sshd(work: Path) -> tuple[subprocess.Popen[bytes], int, Path, Path]:
-    keys = work / "keys"
-    keys.mkdir()
-    for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True)
-    shutil.copy(keys / "client_key.pub", keys / "authorized_keys")
-    port = _free_port()
-    (work / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host_key'}\n"
-        f"PidFile {work / 'sshd.pid'}\nAuthorizedKeysFile {keys / 'authorized_keys'}\n"
-        "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nStrictModes no\n"
-        f"MaxSessions 100\nSubsystem sftp {SFTP_SERVER}\n")
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    log = work / "sshd.log"
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(work / "sshd_config")],
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 10
-    while b"Server listening" not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            sys.exit(f"sshd did not start: {log.read_text(errors='replace')}")
-        time.sleep(0.02)
-    host = (keys / "host_key.pub").read_text().split()
-    known = work / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {host[0]} {host[1]}\n")
-    return proc, port, keys / "client_key", known
+from sshd_server import running_sshd
 
 
 def timed(args: list[str], env: dict[str, str]) -> float:
@@ -64,17 +37,13 @@ def main() -> None:
     opts = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-sftp-") as tmp:
         work = Path(tmp)
-        proc, port, key, known = start_sshd(work)
-        try:
+        (work / "sshd").mkdir()
+        with running_sshd(work / "sshd") as sshd:
+            port, key, known = sshd.port, sshd.client_key, sshd.known_hosts
             home = work / "home"
             (home / ".ssh").mkdir(parents=True)
             shutil.copy(key, home / ".ssh" / "id_ed25519")
             shutil.copy(known, home / ".ssh" / "known_hosts")
-            wrapper = work / "ssh-wrapper"
-            wrapper.write_text(
-                f"#!/bin/sh\nexec ssh -F /dev/null -p {port} -i {key} -o IdentitiesOnly=yes "
-                f"-o UserKnownHostsFile={known} -o StrictHostKeyChecking=yes -o BatchMode=yes \"$@\"\n")
-            wrapper.chmod(0o755)
             blob = work / "blob"
             size = opts.size_mib * 1024 * 1024
             blob.write_bytes(os.urandom(size))
@@ -82,13 +51,11 @@ def main() -> None:
             env = {k: v for k, v in os.environ.items() if k not in ("CASYNC_SSH_PATH", "SSH_AUTH_SOCK")}
             subprocess.run([sys.executable, "-m", "desync_ref", "make", "-s", str(store), str(index), str(blob)],
                            env=env, check=True)
-            user = os.environ.get("USER") or subprocess.run(["id", "-un"], capture_output=True,
-                                                            text=True).stdout.strip()
-            url = f"sftp://{user}@127.0.0.1:{port}{store}"
+            url = f"sftp://{sshd.user}@127.0.0.1:{port}{store}"
             runs = [
                 ("local store", str(store), env),
                 ("sftp:// paramiko", url, {**env, "HOME": str(home)}),
-                ("sftp:// CASYNC_SSH_PATH", url, {**env, "CASYNC_SSH_PATH": str(wrapper)}),
+                ("sftp:// CASYNC_SSH_PATH", url, {**env, "CASYNC_SSH_PATH": str(sshd.ssh_wrapper)}),
             ]
             for name, location, run_env in runs:
                 out = work / "out"
@@ -97,9 +64,6 @@ def main() -> None:
                     sys.exit(f"{name}: output differs from the input")
                 out.unlink()
                 print(f"{name:26s} {seconds:6.2f} s  {size / seconds / 1e6:7.1f} MB/s")
-        finally:
-            proc.terminate()
-            proc.wait()
 
 
 if __name__ == "__main__":

@@ -31,17 +31,6 @@ import sshd_server  # noqa: E402
 MIB = 1 << 20
 
 
-class _Factory:
-    """Enough of pytest's TempPathFactory for the sshd fixture."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-
-    def mktemp(self, name: str) -> Path:
-        path = Path(tempfile.mkdtemp(prefix=name, dir=self.base))
-        return path
-
-
 def write_input(path: Path, size: int) -> None:
     rng = random.Random(1)
     with path.open("wb") as out:
@@ -75,9 +64,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        fixture = sshd_server.sshd.__wrapped__(_Factory(work))  # type: ignore[attr-defined]
-        sshd = next(fixture)
-        try:
+        (work / "sshd").mkdir()
+        with sshd_server.running_sshd(work / "sshd") as sshd:
             blob, index, store, out = work / "blob", work / "blob.caibx", work / "store", work / "out"
             size = args.size_mib * MIB
             write_input(blob, size)
@@ -112,8 +100,6 @@ def main() -> None:
                 if out.read_bytes() != blob.read_bytes():
                     raise SystemExit(f"{label}: output differs")
                 print(f"{label:48s} {seconds:7.2f} s {size / seconds / 1e6:8.1f} MB/s")
-        finally:
-            next(fixture, None)
 
 
 if __name__ == "__main__":

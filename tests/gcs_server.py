@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from httputil import free_port
 
 
 @dataclass(frozen=True)
@@ -88,18 +88,11 @@ def _binary() -> str:
     return path
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def gcs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeGcs]:
     binary = _binary()
     work = tmp_path_factory.mktemp("gcs")
-    port = _free_port()
+    port = free_port()
     host = f"127.0.0.1:{port}"
     log = (work / "gcs.log").open("wb")
     proc = subprocess.Popen([binary, "-scheme", "http", "-host", "127.0.0.1", "-port", str(port),

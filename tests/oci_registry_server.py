@@ -10,7 +10,6 @@ written with Python's ``bcrypt``, so apache2-utils' htpasswd is not needed).
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from httputil import free_port
 
 REGISTRY = "docker-registry"
 AUTH_USER = "desync"
@@ -45,15 +45,8 @@ class Registry:
         return f"oci+http://{self.hostport}/{repository}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _start(work: Path, auth: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     config = work / "config.yml"
     config.write_text(
         "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n"

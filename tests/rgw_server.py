@@ -14,7 +14,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from httputil import free_port
 
 DAEMONS = ("ceph-mon", "ceph-osd", "radosgw", "radosgw-admin", "monmaptool", "ceph")
 ACCESS_KEY = "RGWTESTACCESSKEY"
@@ -91,13 +91,6 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("S3_", "AWS_"))}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def _conf(d: Path, fsid: str, mon_port: int, rgw_port: int) -> str:
     return f"""[global]
 fsid = {fsid}
@@ -160,7 +153,7 @@ def running_rgw(work: Path) -> Iterator[Rgw]:
     for sub in ("mon.a", "osd.0", "log", "run", "rgw"):
         (d / sub).mkdir(parents=True)
     fsid = str(uuid.uuid4())
-    mon_port, rgw_port = _free_port(), _free_port()
+    mon_port, rgw_port = free_port(), free_port()
     conf = d / "ceph.conf"
     conf.write_text(_conf(d, fsid, mon_port, rgw_port))
     env = {**os.environ, "CEPH_CONF": str(conf)}

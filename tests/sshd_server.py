@@ -10,9 +10,9 @@ sshd carry every byte.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from httputil import free_port
 
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
@@ -40,24 +41,19 @@ class Sshd:
         return {**os.environ, "CASYNC_SSH_PATH": str(self.ssh_wrapper)}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def have_openssh() -> bool:
+    return os.path.exists(SSHD) and shutil.which("ssh") is not None and shutil.which("ssh-keygen") is not None
 
 
-@pytest.fixture(scope="session")
-def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
-    if not os.path.exists(SSHD) or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None:
-        pytest.skip("OpenSSH is not installed (Debian packages 'openssh-server', 'openssh-client')")
-    work = tmp_path_factory.mktemp("sshd")
+@contextlib.contextmanager
+def running_sshd(work: Path) -> Iterator[Sshd]:
+    """sshd with fresh keys under ``work``, stopped on exit (for the fixture and the benchmarks)."""
     keys = work / "keys"
     keys.mkdir()
     for name in ("host_key", "client_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / name)], check=True)
     shutil.copy(keys / "client_key.pub", keys / "authorized_keys")
-    port = _free_port()
+    port = free_port()
     config = work / "sshd_config"
     config.write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {keys / 'host_key'}\n"
@@ -67,13 +63,14 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         "MaxStartups 100:30:200\nMaxSessions 100\n"
         f"Subsystem sftp {SFTP_SERVER}\n")
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    log = (work / "sshd.log").open("wb")
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
+    log_path = work / "sshd.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 10
-        while b"Server listening" not in (work / "sshd.log").read_bytes():
+        while b"Server listening" not in log_path.read_bytes():
             if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"sshd did not start: {(work / 'sshd.log').read_text(errors='replace')}")
+                raise RuntimeError(f"sshd did not start: {log_path.read_text(errors='replace')}")
             time.sleep(0.02)
         host_pub = (keys / "host_key.pub").read_text().split()
         known_hosts = work / "known_hosts"
@@ -94,4 +91,14 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.close()
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    if not have_openssh():
+        pytest.skip("OpenSSH is not installed (Debian packages 'openssh-server', 'openssh-client')")
+    try:
+        with running_sshd(tmp_path_factory.mktemp("sshd")) as server:
+            yield server
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
