@@ -8,6 +8,7 @@ the index is refused; a seed that is the device itself is refused. Spec: spec/ex
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -18,12 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from desync_ref.formats.index import parse_index
 from tests.conftest import assert_clean_failure, run_cli, skip_not_component
 
 pytestmark = pytest.mark.remote_store
 
-SIZE = 512 * 1024  # the blob
-DEVICE = 1024 * 1024  # the loop device: bigger than the blob
+ZEROS = 768 * 1024  # more than twice the largest chunk: whole chunks of zeros
+SIZE = 256 * 1024 + ZEROS + 256 * 1024  # the blob
+DEVICE = 2 * SIZE  # the loop device: bigger than the blob
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +34,12 @@ def blob(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, Path]:
     """A blob with a run of zeros in the middle, its index and its store."""
     base = tmp_path_factory.mktemp("blob")
     rng = random.Random(12)
-    data = rng.randbytes(SIZE // 2) + bytes(128 * 1024) + rng.randbytes(SIZE // 2 - 128 * 1024)
+    data = rng.randbytes(256 * 1024) + bytes(ZEROS) + rng.randbytes(256 * 1024)
     (base / "blob").write_bytes(data)
     run_cli(["make", "-m", "16:64:256", "-s", base / "store", base / "blob.caibx", base / "blob"])
+    chunks = parse_index((base / "blob.caibx").read_bytes()).chunks
+    zero_ids = {hashlib.new("sha512_256", bytes(c.size)).digest() for c in chunks}
+    assert any(c.id in zero_ids for c in chunks), "the blob must have a chunk of zeros"
     return base / "blob.caibx", data, base / "store"
 
 
