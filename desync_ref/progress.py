@@ -19,6 +19,7 @@ Spec: spec/cli.md "Progress and logging".
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import threading
@@ -115,8 +116,8 @@ class ParsableBar:
 
 class TqdmBar:
     def __init__(self, operation: str, total: int, out: TextIO) -> None:
-        from tqdm import tqdm  # only a run that shows a bar pays for the import
-
+        # Imported here: only a run that shows a bar pays for it (and tqdm has no stubs).
+        tqdm = importlib.import_module("tqdm").tqdm
         self._bar = tqdm(total=total, desc=operation, file=out, leave=True,
                          dynamic_ncols=True, mininterval=0.2)
 

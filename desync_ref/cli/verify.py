@@ -15,6 +15,7 @@ from desync_ref.cli.common import DEFAULT_CONCURRENCY, add_command, make_digest,
 from desync_ref.cli.usage import UsageError
 from desync_ref.formats.chunk import digest_function
 from desync_ref.operations.verify import verify_store
+from desync_ref.progress import progress
 from desync_ref.stores.location import open_write_store
 
 
@@ -38,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("no store provided")
     store = open_write_store(args.store, create=False)
     verify_store(store, digest_function(make_digest(args)), repair=args.repair,
-                 workers=workers(args), report=_report)
+                 workers=workers(args), report=_report, progress=progress)
     return 0
