@@ -49,8 +49,11 @@ def assemble(fd: int, target: str, index: Index, store: Store, seeds: list[Seed]
     try:
         with _writing(target):
             runs = work.plan()  # reads the target (-k) and seeds; writes nothing yet
-        source.expect([c for run in runs if run[0] == assembler.RUN_STORE
-                       for c in index.chunks[run[1]:run[2]]])
+        wanted = [c for run in runs if run[0] == assembler.RUN_STORE
+                  for c in index.chunks[run[1]:run[2]]]
+        source.expect(wanted)
+        if wanted:
+            log.info("%d chunks to fetch from %s", len(wanted), store)
         with _writing(target):
             if not device:  # a device keeps its size: never truncated (desync's isBlkDevice)
                 os.ftruncate(fd, index.length)
