@@ -30,6 +30,7 @@ PROGRESSBAR_ENABLED = "DESYNC_PROGRESSBAR_ENABLED"
 PARSABLE_PROGRESS = "DESYNC_ENABLE_PARSABLE_PROGRESS"
 # desync lowers pb's refresh rate to 500 ms in the parsable mode (it goes to logs).
 PARSABLE_INTERVAL = 0.5
+DEFAULT_SIZE = (80, 24)  # columns, lines
 
 
 class Bar(Protocol):
@@ -118,8 +119,17 @@ class TqdmBar:
     def __init__(self, operation: str, total: int, out: TextIO) -> None:
         # Imported here: only a run that shows a bar pays for it (and tqdm has no stubs).
         tqdm = importlib.import_module("tqdm").tqdm
-        self._bar = tqdm(total=total, desc=operation, file=out, leave=True,
-                         dynamic_ncols=True, mininterval=0.2)
+        # A terminal that reports no size (a new pseudo-terminal says 0x0) gets nothing
+        # from tqdm, which fits the bar to it: then a fixed size.
+        try:
+            size = os.get_terminal_size(out.fileno())
+            known = size.columns > 0 and size.lines > 0
+        except (AttributeError, ValueError, OSError):
+            known = False
+        self._bar = tqdm(total=total if total > 0 else None, desc=operation, file=out,
+                         leave=True, mininterval=0.2, dynamic_ncols=known,
+                         ncols=None if known else DEFAULT_SIZE[0],
+                         nrows=None if known else DEFAULT_SIZE[1])
 
     def update(self, n: int = 1) -> None:
         self._bar.update(n)
