@@ -237,3 +237,34 @@ def test_verbose_logs_retries(blob: Path, tmp_path: Path) -> None:
     assert all("HTTP 503" in line and "127.0.0.1" in line for line in retries), retries
     assert "attempt 1 of 3" in retries[0] and "attempt 2 of 3" in retries[1]
     assert (tmp_path / "out").read_bytes() == (blob / "blob").read_bytes()
+
+
+def test_make_parallel_reports_chunking_and_storing(blob: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file chunked in parallel spans: a "Chunking" bar in bytes, then "Storing" in
+    chunks, both complete (spans made small so a 1 MiB file is split)."""
+    from desync_ref.chunking import ChunkSizes
+    from desync_ref.formats.index import encode_index
+    from desync_ref.operations import make
+    from desync_ref.stores.location import open_writable
+
+    monkeypatch.setattr(make, "MIN_SPAN", 128 * 1024)
+    seen: dict[str, list[int]] = {}
+
+    class Recorder:
+        def __init__(self, operation: str, total: int) -> None:
+            self.counts = seen.setdefault(operation, [total, 0, 0])
+
+        def update(self, n: int = 1) -> None:
+            self.counts[1] += n
+
+        def close(self) -> None:
+            self.counts[2] += 1
+
+    store = open_writable(str(tmp_path / "store"))
+    index, stats = make.make_index(str(blob / "blob"), ChunkSizes(16 << 10, 64 << 10, 256 << 10),
+                                   store=store, workers=2, progress=Recorder)
+    store.close()
+    assert encode_index(index) == (blob / "blob.caibx").read_bytes()
+    assert seen["Chunking"] == [1 << 20, 1 << 20, 1]
+    assert seen["Storing"] == [stats.unique, stats.unique, 1]
