@@ -119,6 +119,8 @@ def setup_logging(verbose: bool) -> None:
     on stderr (desync turns its logrus logger on at debug level the same way, ``setVerbose``
     in ``cmd/desync/config.go``). Without it nothing is logged: stderr stays as it was."""
     logger = logging.getLogger("desync_ref")
+    for old in list(logger.handlers):  # main() may run more than once in one process
+        logger.removeHandler(old)
     if not verbose:
         logger.addHandler(logging.NullHandler())
         logger.propagate = False
