@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import signal
 import sys
@@ -114,6 +115,24 @@ def _quiet_stdout() -> None:
         pass
 
 
+def setup_logging(verbose: bool) -> None:
+    """``--verbose``: the library's log records (loggers under ``desync_ref``), one line each
+    on stderr (desync turns its logrus logger on at debug level the same way, ``setVerbose``
+    in ``cmd/desync/config.go``). Without it nothing is logged: stderr stays as it was."""
+    logger = logging.getLogger("desync_ref")
+    for old in list(logger.handlers):  # main() may run more than once in one process
+        logger.removeHandler(old)
+    if not verbose:
+        logger.addHandler(logging.NullHandler())
+        logger.propagate = False
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # A closed pipe (``| head``) ends the run quietly, as in any Unix filter. SIGPIPE itself
     # stays ignored: a server that closes a socket (a refused TLS client certificate, say)
@@ -123,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from desync_ref.cli.common import command_config
 
         args = build_parser(argv).parse_args(argv)
+        setup_logging(bool(getattr(args, "verbose", False)))
         command_config(args)  # a bad config file stops every command, as in desync
         result: int = args.run(args)
         return result

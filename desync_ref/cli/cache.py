@@ -18,6 +18,7 @@ from desync_ref.cli.common import (
 from desync_ref.cli.usage import UsageError
 from desync_ref.operations.chunk_ids import exclude, unique_ids
 from desync_ref.operations.copy import copy_chunks
+from desync_ref.progress import progress
 from desync_ref.stores.location import open_store, open_writable
 from desync_ref.stores.router import StoreRouter
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         target = open_writable(args.cache, options, create=False)
         try:
-            copy_chunks(ids, source, target, workers=workers(args))
+            copy_chunks(ids, source, target, workers=workers(args), progress=progress)
         finally:
             target.close()
     finally:

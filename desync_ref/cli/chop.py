@@ -17,6 +17,7 @@ from desync_ref.cli.common import (
 from desync_ref.cli.usage import UsageError
 from desync_ref.operations.chop import chop
 from desync_ref.operations.chunk_ids import read_chunk_id_file
+from desync_ref.progress import progress
 from desync_ref.stores.location import open_writable
 
 
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         index = load_index(args, args.index)
         ignore = ignored_ids(args)
         chunks = [chunk for chunk in index.chunks if chunk.id not in ignore]
-        chop(args.file, chunks, index.digest, store, workers=workers(args))
+        chop(args.file, chunks, index.digest, store, workers=workers(args), progress=progress)
     finally:
         store.close()
     return 0

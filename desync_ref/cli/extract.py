@@ -24,6 +24,7 @@ from desync_ref.cli.common import (
 from desync_ref.cli.usage import UsageError
 from desync_ref.operations.extract import InvalidSeedAction, extract
 from desync_ref.operations.seeds import INDEX_SUFFIX, SeedSpec, open_seeds, seed_dir_specs
+from desync_ref.progress import progress
 
 SEED_HELP = (
     "seed: an index (its data is the index path without .caibx, or give it as INDEX:DATA), "
@@ -83,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     store = source_store(args, index)
     try:
         stats = extract(index, store, args.output, in_place=args.in_place, workers=n,
-                        seeds=seeds, action=action)
+                        seeds=seeds, action=action, progress=progress)
     finally:
         store.close()
     if args.print_stats:

@@ -21,6 +21,7 @@ from desync_ref.cli.common import (
 from desync_ref.errors import DesyncRefError
 from desync_ref.operations.files import write_index_file
 from desync_ref.operations.make import make_index
+from desync_ref.progress import progress
 from desync_ref.stores.location import open_writable
 
 
@@ -41,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     store = open_writable(args.store, options) if args.store else None
     try:
         index, stats = make_index(args.file, chunk_sizes(args), digest=make_digest(args),
-                                  store=store, workers=make_workers(args))
+                                  store=store, workers=make_workers(args), progress=progress)
     except IsADirectoryError:
         raise DesyncRefError(f"{args.file} is a directory (use tar for directories)") from None
     finally:

@@ -14,7 +14,9 @@ import sys
 from desync_ref.cli.common import add_command, add_store_options, load_index, store_options
 from desync_ref.cli.usage import UsageError
 from desync_ref.errors import DesyncRefError
+from desync_ref.formats.index import Index
 from desync_ref.operations.chunk_ids import unique_ids
+from desync_ref.progress import Bar, progress
 from desync_ref.stores.location import open_prune_store
 
 
@@ -48,12 +50,22 @@ def confirmed(unique: int, store: str) -> bool:
             return False
 
 
+def _read(args: argparse.Namespace, location: str, bar: Bar) -> Index:
+    index = load_index(args, location)
+    bar.update(1)
+    return index
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.store:
         raise UsageError("no store provided")
     store = open_prune_store(args.store, store_options(args))
     try:
-        keep = unique_ids(load_index(args, location) for location in args.indexes)
+        bar = progress("Reading indexes", len(args.indexes))
+        try:
+            keep = unique_ids(_read(args, location, bar) for location in args.indexes)
+        finally:
+            bar.close()
         if args.yes or confirmed(len(keep), args.store):
             store.prune(set(keep))
     finally:

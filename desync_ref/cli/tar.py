@@ -23,6 +23,7 @@ from desync_ref.formats.tarstream import write_catar_from_tar
 from desync_ref.fs.atomic import atomic_output
 from desync_ref.operations.files import STDIO, write_index_file
 from desync_ref.operations.tar import archive_flags, index_stream, write_catar
+from desync_ref.progress import progress
 from desync_ref.stores.location import open_write_store
 
 
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     store = open_write_store(args.store, store_options(args))
     try:
         index, stats = index_stream(produce, flags, chunk_sizes(args), digest=make_digest(args),
-                                    store=store, workers=make_workers(args))
+                                    store=store, workers=make_workers(args), progress=progress)
     finally:
         store.close()
     if args.print_stats:

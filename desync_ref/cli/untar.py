@@ -21,6 +21,7 @@ from desync_ref.formats.gnutar import GnuTarSink
 from desync_ref.fs.atomic import atomic_output
 from desync_ref.fs.write import DiskSink
 from desync_ref.operations.untar import Sink, walk_file, walk_index
+from desync_ref.progress import progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,12 +44,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def _untar(args: argparse.Namespace, sink: Sink) -> None:
     if not args.index:
-        walk_file(args.archive, sink)
+        walk_file(args.archive, sink, progress=progress)
         return
     index = load_index(args, args.archive)
     store = source_store(args, index)
     try:
-        walk_index(index, store, sink, workers=workers(args))
+        walk_index(index, store, sink, workers=workers(args), progress=progress)
     finally:
         store.close()
 

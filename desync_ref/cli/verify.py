@@ -21,6 +21,7 @@ from desync_ref.cli.common import (
 from desync_ref.cli.usage import UsageError
 from desync_ref.formats.chunk import digest_function
 from desync_ref.operations.verify import verify_store
+from desync_ref.progress import progress
 from desync_ref.stores.location import open_write_store
 
 
@@ -46,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
     # passes GetStoreOptionsFor(store)): an encrypted store's are named by its key.
     store = open_write_store(args.store, store_options(args), create=False)
     verify_store(store, digest_function(make_digest(args)), repair=args.repair,
-                 workers=workers(args), report=_report)
+                 workers=workers(args), report=_report, progress=progress)
     return 0

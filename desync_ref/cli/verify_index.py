@@ -8,6 +8,7 @@ import argparse
 
 from desync_ref.cli.common import add_command, add_store_options, load_index, workers
 from desync_ref.operations.verify import verify_index
+from desync_ref.progress import progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -20,5 +21,5 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     index = load_index(args, args.index)
-    verify_index(index, args.file, workers=workers(args))
+    verify_index(index, args.file, workers=workers(args), progress=progress)
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,9 @@ from desync_ref.fs.clone import block_size, can_clone, clone_or_copy, copy_range
 from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.parallel import ordered_map
 from desync_ref.operations.seeds import InvalidSeed, Seed
+from desync_ref.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
 
 assembler = kernels.load("assembler")
 
@@ -100,16 +104,21 @@ class Assembler:
 
     def __init__(self, fd: int, target: str, index: Index, source: ChunkSource,
                  seeds: list[Seed], *, blank: bool, in_place: bool, workers: int,
-                 action: InvalidSeedAction) -> None:
+                 action: InvalidSeedAction, device: bool = False,
+                 progress: Progress = no_progress) -> None:
         self.fd, self.target, self.index, self.source = fd, target, index, source
         self.seeds = list(seeds)
         self.blank, self.in_place, self.workers, self.action = blank, in_place, workers, action
+        # A block device: nothing is cloned into it (no reflinks, and no probe file in /dev).
+        self.device, self.progress = device, progress
+        self.attempt = 1
         self.chunks = index.chunks
         self.ids = [c.id for c in self.chunks]
         self.sizes = [c.size for c in self.chunks]
         self.block = block_size(fd)
         # Bytes the target held before: past them, ftruncate has left zeros (a hole) already.
-        self.existing = 0 if blank else os.fstat(fd).st_size
+        # (SEEK_END, not st_size: a block device's st_size is 0.)
+        self.existing = 0 if blank else os.lseek(fd, 0, os.SEEK_END)
         self.stats = ExtractStats(blocksize=self.block, bytes_total=index.length,
                                   chunks_total=len(self.chunks), seeds=1 + len(seeds))
         self._fds: dict[int, int] = {}  # id(seed) -> open data file
@@ -160,12 +169,35 @@ class Assembler:
                 if self.action is InvalidSeedAction.BAIL_OUT or exc.seed.regenerated:
                     raise DesyncRefError(str(exc)) from None
                 if self.action is InvalidSeedAction.SKIP:
+                    log.info("dropping seed %s: %s (--skip-invalid-seeds)", exc.seed.name, exc)
                     self.seeds.remove(exc.seed)
                 else:
+                    log.info("regenerating seed %s: %s", exc.seed.name, exc)
                     exc.seed.regenerate(self.workers)
                 self._forget(exc.seed)
+                self.attempt += 1
                 continue
+            self._log_plan(runs)
             return runs
+
+    def _log_plan(self, runs: list[Run]) -> None:
+        """Which seeds the plan uses (and which it does not), for --verbose."""
+        used = [0] * len(self.seeds)
+        counts = dict.fromkeys((assembler.RUN_IN_PLACE, assembler.RUN_ZERO, assembler.RUN_SELF,
+                                assembler.RUN_STORE), 0)
+        for kind, first, end, number, _ in runs:
+            if kind == assembler.RUN_SEED:
+                used[number] += end - first
+            else:
+                counts[kind] = counts.get(kind, 0) + end - first
+        for seed, chunks in zip(self.seeds, used, strict=True):
+            if chunks:
+                log.info("using seed %s for %d chunks", seed.name, chunks)
+            else:
+                log.info("seed %s holds none of the chunks still needed, not used", seed.name)
+        log.info("plan: %d chunks in place, %d zero, %d from earlier in the output, "
+                 "%d from the store", counts[assembler.RUN_IN_PLACE], counts[assembler.RUN_ZERO],
+                 counts[assembler.RUN_SELF], counts[assembler.RUN_STORE])
 
     def _seed_fd(self, seed: Seed) -> int:
         fd = self._fds.get(id(seed))
@@ -226,14 +258,20 @@ class Assembler:
                 units.extend((run, a, b) for a, b in self._pieces(first, end))
             else:
                 units.append((run, first, end))
-        for (run, first, end), done in zip(units, ordered_map(self._load, units, self.workers),
-                                           strict=True):
-            self._write(run, first, end, done)
+        # desync's bar: "Attempt N: Assembling", counted in chunks.
+        bar = self.progress(f"Attempt {self.attempt}: Assembling", len(self.chunks))
+        try:
+            for (run, first, end), done in zip(units, ordered_map(self._load, units,
+                                                                  self.workers), strict=True):
+                self._write(run, first, end, done)
+                bar.update(end - first)
+        finally:
+            bar.close()
         return self.stats
 
     def _clones(self, run: Run) -> bool:
         """Whether a seed run is cloned (whole-block aligned, and the file system shares)."""
-        if run[0] != assembler.RUN_SEED:
+        if run[0] != assembler.RUN_SEED or self.device:
             return False
         seed = self.seeds[run[3]]
         known = self._clone.get(id(seed))
@@ -346,6 +384,8 @@ class Assembler:
             stats.bytes_cloned += cloned
 
     def _self_clones(self) -> bool:
+        if self.device:
+            return False
         known = self._clone.get(0)
         if known is None:
             known = can_clone(self.out_dir, self.fd, self.block)

@@ -17,6 +17,7 @@ from desync_ref.errors import ChunkInvalid, DesyncRefError
 from desync_ref.formats.chunk import digest_function
 from desync_ref.formats.index import IndexChunk
 from desync_ref.operations.parallel import ordered_map
+from desync_ref.progress import Progress, no_progress
 from desync_ref.stores import Chunk, WriteStore
 
 
@@ -27,7 +28,7 @@ class ChopStats:
 
 
 def chop(location: str, chunks: Iterable[IndexChunk], digest_name: str, store: WriteStore, *,
-         workers: int = 1) -> ChopStats:
+         workers: int = 1, progress: Progress = no_progress) -> ChopStats:
     """Store each distinct chunk of ``chunks``, read from the file at ``location``."""
     digest = digest_function(digest_name)
     todo: dict[bytes, IndexChunk] = {}
@@ -55,11 +56,14 @@ def chop(location: str, chunks: Iterable[IndexChunk], digest_name: str, store: W
         store.store_chunk(checked)
         return True
 
+    bar = progress("Chopping", len(todo))
     try:
         with closing(ordered_map(store_one, todo.values(), workers)) as results:
             for stored in results:
                 stats.chunks += 1
                 stats.stored += stored
+                bar.update(1)
     finally:
+        bar.close()
         os.close(fd)
     return stats

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from desync_ref.formats.chunk import digest_function
 from desync_ref.operations.parallel import ordered_map
+from desync_ref.progress import Progress, no_progress
 from desync_ref.stores import Store, WriteStore
 
 
@@ -23,7 +24,7 @@ class CopyStats:
 
 
 def copy_chunks(ids: dict[bytes, str], source: Store, target: WriteStore, *,
-                workers: int = 1) -> CopyStats:
+                workers: int = 1, progress: Progress = no_progress) -> CopyStats:
     """Copy every chunk of ``ids`` (id -> digest name) that ``target`` does not hold yet."""
     stats = CopyStats()
 
@@ -34,8 +35,10 @@ def copy_chunks(ids: dict[bytes, str], source: Store, target: WriteStore, *,
         target.store_chunk(source.get_chunk(chunk_id, digest_function(digest_name)))
         return True
 
-    with closing(ordered_map(copy_one, ids.items(), workers)) as results:
+    bar = progress("Caching", len(ids))
+    with closing(bar), closing(ordered_map(copy_one, ids.items(), workers)) as results:
         for copied in results:
             stats.chunks += 1
             stats.copied += copied
+            bar.update(1)
     return stats

@@ -15,10 +15,12 @@ Spec: spec/extract.md, spec/index.md, spec/store.md (reading chunks).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import stat
 from collections.abc import Iterator
 
-from desync_ref.errors import DesyncRefError
+from desync_ref.errors import DesyncRefError, InvalidParameter
 from desync_ref.formats.index import Index
 from desync_ref.fs.atomic import atomic_output
 from desync_ref.operations.assemble import (
@@ -30,24 +32,31 @@ from desync_ref.operations.assemble import (
 )
 from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.seeds import Seed
+from desync_ref.progress import Progress, no_progress
 from desync_ref.stores import Store
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ExtractStats", "InvalidSeedAction", "extract", "write_at"]
 
 
 def assemble(fd: int, target: str, index: Index, store: Store, seeds: list[Seed], *,
-             blank: bool, in_place: bool, workers: int,
-             action: InvalidSeedAction) -> ExtractStats:
+             blank: bool, in_place: bool, workers: int, action: InvalidSeedAction,
+             device: bool = False, progress: Progress = no_progress) -> ExtractStats:
     source = ChunkSource(store, index)
     work = Assembler(fd, target, index, source, seeds, blank=blank, in_place=in_place,
-                     workers=workers, action=action)
+                     workers=workers, action=action, device=device, progress=progress)
     try:
         with _writing(target):
             runs = work.plan()  # reads the target (-k) and seeds; writes nothing yet
-        source.expect([c for run in runs if run[0] == assembler.RUN_STORE
-                       for c in index.chunks[run[1]:run[2]]])
+        wanted = [c for run in runs if run[0] == assembler.RUN_STORE
+                  for c in index.chunks[run[1]:run[2]]]
+        source.expect(wanted)
+        if wanted:
+            log.info("%d chunks to fetch from %s", len(wanted), store)
         with _writing(target):
-            os.ftruncate(fd, index.length)
+            if not device:  # a device keeps its size: never truncated (desync's isBlkDevice)
+                os.ftruncate(fd, index.length)
             return work.run_plan(runs)
     finally:
         work.close()
@@ -55,23 +64,70 @@ def assemble(fd: int, target: str, index: Index, store: Store, seeds: list[Seed]
 
 def extract(index: Index, store: Store, target: str | os.PathLike[str], *,
             in_place: bool = False, workers: int = 1, seeds: list[Seed] | None = None,
-            action: InvalidSeedAction = InvalidSeedAction.BAIL_OUT) -> ExtractStats:
+            action: InvalidSeedAction = InvalidSeedAction.BAIL_OUT,
+            progress: Progress = no_progress) -> ExtractStats:
     name = os.fspath(target)
     seeds = seeds or []
+    if _is_block_device(name):
+        return _extract_device(index, store, name, seeds, in_place=in_place, workers=workers,
+                               action=action, progress=progress)
     if in_place:
         fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             blank = os.fstat(fd).st_size == 0
             return assemble(fd, name, index, store, seeds, blank=blank, in_place=True,
-                            workers=workers, action=action)
+                            workers=workers, action=action, progress=progress)
         finally:
             os.close(fd)
     with atomic_output(name) as out:
         stats = assemble(out.fileno(), name, index, store, seeds, blank=True, in_place=False,
-                         workers=workers, action=action)
+                         workers=workers, action=action, progress=progress)
         with _writing(name):
             os.fsync(out.fileno())
     return stats
+
+
+def _is_block_device(name: str) -> bool:
+    """A block device target; any other special file (a character device, a FIFO) is
+    refused, since a temp file renamed over it would replace the node."""
+    try:
+        mode = os.stat(name).st_mode
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise DesyncRefError(f"cannot open {name}: {exc.strerror or exc}") from None
+    if stat.S_ISBLK(mode):
+        return True
+    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        raise InvalidParameter(f"{name} is not a regular file or a block device",
+                               parameter="output")
+    return False
+
+
+def _extract_device(index: Index, store: Store, name: str, seeds: list[Seed], *,
+                    in_place: bool, workers: int, action: InvalidSeedAction,
+                    progress: Progress) -> ExtractStats:
+    """Write into a block device: no temp file (it cannot be renamed over a device), no
+    truncate, no holes; ``in_place`` keeps chunks already right, else every chunk is
+    written. desync's ``AssembleFile`` (``isBlkDevice``) writes a device the same way."""
+    try:
+        fd = os.open(name, os.O_RDWR)
+    except OSError as exc:
+        raise DesyncRefError(f"cannot open {name}: {exc.strerror or exc}") from None
+    try:
+        size = os.lseek(fd, 0, os.SEEK_END)
+        if size < index.length:
+            raise InvalidParameter(f"device {name} is too small for the index: {size} bytes, "
+                                   f"the index needs {index.length}", parameter="output")
+        log.info("extracting onto block device %s (%d bytes, index %d bytes)%s", name, size,
+                 index.length, ", keeping chunks in place" if in_place else "")
+        stats = assemble(fd, name, index, store, seeds, blank=False, in_place=in_place,
+                         workers=workers, action=action, device=True, progress=progress)
+        with _writing(name):
+            os.fsync(fd)
+        return stats
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager

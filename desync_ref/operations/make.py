@@ -37,6 +37,7 @@ from desync_ref.formats.chunk import DIGEST_SHA512_256, digest_function
 from desync_ref.formats.constants import CA_FORMAT_BLOB_INDEX_FLAGS, CA_FORMAT_SHA512_256
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.operations.parallel import ordered_map
+from desync_ref.progress import Progress, no_progress
 from desync_ref.stores import Chunk, WriteStore
 
 # Below this size per worker, starting processes costs more than it saves.
@@ -194,7 +195,10 @@ class StreamIndexer:
     """
 
     def __init__(self, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
-                 store: WriteStore | None = None, workers: int = 1) -> None:
+                 store: WriteStore | None = None, workers: int = 1,
+                 progress: Progress = no_progress, operation: str = "Chunking",
+                 total: int = 0) -> None:
+        self._bar = progress(operation, total)  # in bytes fed
         self._sizes, self._digest_name, self._store = sizes, digest, store
         self._digest = digest_function(digest)
         self._chunker = Chunker(sizes)
@@ -227,6 +231,7 @@ class StreamIndexer:
 
     def feed(self, data: bytes) -> None:
         self._add(self._chunker.feed(data))
+        self._bar.update(len(data))
 
     def finish(self) -> tuple[Index, MakeStats]:
         try:
@@ -243,12 +248,16 @@ class StreamIndexer:
         self._window.clear()
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+        self._bar.close()
 
 
 def make_index_from_stream(stream: BinaryIO, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
-                           store: WriteStore | None = None, workers: int = 1) -> tuple[Index, MakeStats]:
+                           store: WriteStore | None = None, workers: int = 1,
+                           progress: Progress = no_progress,
+                           total: int = 0) -> tuple[Index, MakeStats]:
     """Index of a stream read once, front to back (a pipe, or a file too small to split)."""
-    indexer = StreamIndexer(sizes, digest=digest, store=store, workers=workers)
+    indexer = StreamIndexer(sizes, digest=digest, store=store, workers=workers,
+                            progress=progress, total=total)
     try:
         while block := stream.read(READ_BLOCK):
             indexer.feed(block)
@@ -259,27 +268,43 @@ def make_index_from_stream(stream: BinaryIO, sizes: ChunkSizes, *, digest: str =
 
 
 def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
-               store: WriteStore | None = None, workers: int = 1) -> tuple[Index, MakeStats]:
-    """Index of the file at ``path``, chunked on ``workers`` processes, storing new chunks."""
+               store: WriteStore | None = None, workers: int = 1,
+               progress: Progress = no_progress) -> tuple[Index, MakeStats]:
+    """Index of the file at ``path``, chunked on ``workers`` processes, storing new chunks.
+    ``progress``: "Chunking" in bytes, then "Storing" in chunks (desync's two bars); a
+    file chunked in one stream stores as it chunks, under the one "Chunking" bar."""
     with open(path, "rb") as source:
         length = os.fstat(source.fileno()).st_size
         starts = span_starts(length, sizes, workers)
         if len(starts) == 1 or sizes.fixed:
-            return make_index_from_stream(source, sizes, digest=digest, store=store, workers=workers)
+            return make_index_from_stream(source, sizes, digest=digest, store=store,
+                                          workers=workers, progress=progress, total=length)
         bounds = [*starts[1:], length]
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_chunk_span, path, s, e, sizes, digest)
                        for s, e in zip(starts, bounds, strict=True)]
-            spans = [f.result() for f in futures]
+            bar = progress("Chunking", length)
+            try:
+                spans = []
+                for future, start, stop in zip(futures, starts, bounds, strict=True):
+                    spans.append(future.result())
+                    bar.update(stop - start)
+            finally:
+                bar.close()
             ends, ids = _splice(spans, length, source, sizes, digest)
             created: set[bytes] = set()
             if store is not None:
-                stores = [pool.submit(_store_chunks, path, group, store)
-                          for group in _store_groups(ends, ids, len(starts))]
-                for future in stores:
-                    created.update(future.result())
+                groups = _store_groups(ends, ids, len(starts))
+                bar = progress("Storing", sum(len(g) for g in groups))
+                try:
+                    stores = [pool.submit(_store_chunks, path, group, store) for group in groups]
+                    for stored, group in zip(stores, groups, strict=True):
+                        created.update(stored.result())
+                        bar.update(len(group))
+                finally:
+                    bar.close()
     return _finish(ends, ids, created, sizes, digest)
 
 

@@ -14,6 +14,7 @@ Spec: spec/extract.md.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import cast
@@ -27,6 +28,8 @@ from desync_ref.operations.make import make_index
 from desync_ref.stores.options import StoreOptions
 
 INDEX_SUFFIX = ".caibx"
+
+log = logging.getLogger(__name__)  # --verbose: the seeds given and what they hold
 
 
 class InvalidSeed(DesyncRefError):
@@ -126,6 +129,8 @@ def open_seeds(specs: list[SeedSpec], target: Index, output: str,
         _refuse_output(spec, output)
         if spec.index is not None:
             seeds.append(Seed(spec, read_index(spec.index, None, options)))
+            log.info("seed %s: data %s, %d chunks", spec.index, spec.data,
+                     len(seeds[-1].index.chunks))
             continue
         sizes = ChunkSizes(target.chunk_size_min, target.chunk_size_avg, target.chunk_size_max)
         try:
@@ -135,6 +140,7 @@ def open_seeds(specs: list[SeedSpec], target: Index, output: str,
         except OSError as exc:
             raise DesyncRefError(f"cannot read seed {spec.data}: {exc.strerror or exc}") from None
         seeds.append(Seed(spec, index))
+        log.info("seed %s: plain file, chunked here into %d chunks", spec.data, len(index.chunks))
     return seeds
 
 

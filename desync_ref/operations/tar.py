@@ -19,6 +19,7 @@ from desync_ref.formats.chunk import DIGEST_SHA512_256
 from desync_ref.formats.index import Index
 from desync_ref.fs.walk import TreeEncoder
 from desync_ref.operations.make import MakeStats, StreamIndexer
+from desync_ref.progress import Progress, no_progress
 from desync_ref.stores import WriteStore
 
 # desync's TarFeatureFlags "with" part (tar.go): 32bit-uids, nsec-time, permissions,
@@ -50,9 +51,12 @@ def write_catar(source: str, write: Write, flags: int, *, no_time: bool = False)
 
 
 def index_stream(produce: Callable[[Write], object], flags: int, sizes: ChunkSizes, *,
-                 digest: str, store: WriteStore | None, workers: int) -> tuple[Index, MakeStats]:
-    """Chunk the catar that ``produce`` writes, as it writes it (storing new chunks)."""
-    indexer = StreamIndexer(sizes, digest=digest, store=store, workers=workers)
+                 digest: str, store: WriteStore | None, workers: int,
+                 progress: Progress = no_progress) -> tuple[Index, MakeStats]:
+    """Chunk the catar that ``produce`` writes, as it writes it (storing new chunks);
+    ``progress`` counts archive bytes (the total is not known in advance)."""
+    indexer = StreamIndexer(sizes, digest=digest, store=store, workers=workers,
+                            progress=progress, operation="Archiving")
     try:
         produce(indexer.feed)
     except BaseException:

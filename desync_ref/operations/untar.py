@@ -11,6 +11,7 @@ directory's metadata is applied after its children.
 from __future__ import annotations
 
 import contextlib
+import os
 import stat
 import sys
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from desync_ref.formats.catar_decoder import (
 from desync_ref.formats.index import Index
 from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.parallel import ordered_map
+from desync_ref.progress import Bar, Progress, no_progress
 from desync_ref.stores import Store
 
 
@@ -113,35 +115,46 @@ def _aborting(sink: Sink) -> Iterator[None]:
         raise
 
 
-def walk_file(location: str, sink: Sink) -> None:
-    """Decode the catar file ``location`` (``-`` for stdin) into ``sink``."""
+def walk_file(location: str, sink: Sink, *, progress: Progress = no_progress) -> None:
+    """Decode the catar file ``location`` (``-`` for stdin) into ``sink``; ``progress`` in
+    bytes of the archive (desync's "Unpacking" bar sized by the file)."""
     with _aborting(sink):
         if location == "-":
-            _walk_reads(sys.stdin.buffer.read, sink)
+            _walk_reads(sys.stdin.buffer.read, sink, no_progress("", 0))
         else:
             with open(location, "rb", buffering=0) as f:
-                _walk_reads(f.read, sink)
+                bar = progress("Unpacking", os.fstat(f.fileno()).st_size)
+                try:
+                    _walk_reads(f.read, sink, bar)
+                finally:
+                    bar.close()
 
 
-def _walk_reads(read: Callable[[int], bytes], sink: Sink) -> None:
+def _walk_reads(read: Callable[[int], bytes], sink: Sink, bar: Bar) -> None:
     decoder, walker = CatarDecoder(), TreeWalker(sink)
     while not walker.done:
-        walker.feed(decoder, read(READ_BLOCK))
+        data = read(READ_BLOCK)
+        walker.feed(decoder, data)
+        bar.update(len(data))
 
 
-def walk_index(index: Index, store: Store, sink: Sink, *, workers: int = 4) -> None:
+def walk_index(index: Index, store: Store, sink: Sink, *, workers: int = 4,
+               progress: Progress = no_progress) -> None:
     """Decode the catar that ``index`` describes, its chunks fetched from ``store``."""
     source = ChunkSource(store, index)
 
     decoder, walker = CatarDecoder(), TreeWalker(sink)
     # Chunks are fetched a few ahead (remote stores), at most 2 * workers in memory.
     blocks = ordered_map(source.get, index.chunks, workers)  # checked: id and size
+    bar = progress("Unpacking", len(index.chunks))  # desync's bar for an index, in chunks
     with _aborting(sink):
         try:
             for data in blocks:
                 walker.feed(decoder, data)
+                bar.update(1)
         finally:
             blocks.close()
+            bar.close()
         walker.feed(decoder, b"")
 
 

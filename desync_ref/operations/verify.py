@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import closing
 from dataclasses import dataclass
 
@@ -23,6 +23,7 @@ from desync_ref.errors import ChunkInvalid, ChunkMissing, DesyncRefError, Invali
 from desync_ref.formats.chunk import Digest, digest_function
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.operations.parallel import ordered_map
+from desync_ref.progress import Bar, Progress, no_progress
 from desync_ref.stores.local import LocalStore
 
 
@@ -35,7 +36,8 @@ class VerifyStats:
 
 
 def verify_store(store: LocalStore, digest: Digest, *, repair: bool = False, workers: int = 1,
-                 report: Callable[[str], None] = print) -> VerifyStats:
+                 report: Callable[[str], None] = print,
+                 progress: Progress = no_progress) -> VerifyStats:
     """Check every chunk file of the store; ``report`` gets one line per invalid or
     unreadable chunk. Raises StoreError at the end if some chunk could not be read."""
     stats = VerifyStats()
@@ -51,8 +53,22 @@ def verify_store(store: LocalStore, digest: Digest, *, repair: bool = False, wor
             return chunk_id, str(exc), StoreError
         return chunk_id, None, None
 
-    for chunk_id, problem, kind in ordered_map(check, ids, workers):
+    bar = progress("Verifying", len(ids))
+    try:
+        _verify(stats, ordered_map(check, ids, workers), store, repair, report, bar)
+    finally:
+        bar.close()
+    if stats.unreadable:
+        raise StoreError(f"{stats.unreadable} of {stats.checked} chunks in {store} could not be read")
+    return stats
+
+
+def _verify(stats: VerifyStats,
+            results: Iterable[tuple[bytes, str | None, type[Exception] | None]],
+            store: LocalStore, repair: bool, report: Callable[[str], None], bar: Bar) -> None:
+    for chunk_id, problem, kind in results:
         stats.checked += 1
+        bar.update(1)
         if problem is None:
             continue
         if kind is not ChunkInvalid:
@@ -71,16 +87,14 @@ def verify_store(store: LocalStore, digest: Digest, *, repair: bool = False, wor
                 problem = f"{problem}: removed"
                 stats.removed += 1
         report(problem)
-    if stats.unreadable:
-        raise StoreError(f"{stats.unreadable} of {stats.checked} chunks in {store} could not be read")
-    return stats
 
 
 def _is_device(mode: int) -> bool:
     return stat.S_ISBLK(mode) or stat.S_ISCHR(mode)
 
 
-def verify_index(index: Index, location: str, *, workers: int = 1) -> None:
+def verify_index(index: Index, location: str, *, workers: int = 1,
+                 progress: Progress = no_progress) -> None:
     """Raise InvalidFormat naming the first chunk (in index order) the file does not match."""
     digest = digest_function(index.digest)
     try:
@@ -101,8 +115,10 @@ def verify_index(index: Index, location: str, *, workers: int = 1) -> None:
             return chunk, (None if len(data) == chunk.size and actual == chunk.id else actual)
 
         # closing() stops the workers before the descriptor they read is closed.
-        with closing(ordered_map(check, index.chunks, workers)) as results:
+        bar = progress("Verifying", len(index.chunks))
+        with closing(bar), closing(ordered_map(check, index.chunks, workers)) as results:
             for number, (chunk, actual) in enumerate(results):
+                bar.update(1)
                 if actual is None:
                     continue
                 raise ChunkInvalid(

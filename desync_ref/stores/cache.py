@@ -18,9 +18,13 @@ A CachedStore reads; it does not take chunks itself (desync's ``Cache`` is a ``S
 
 from __future__ import annotations
 
+import logging
+
 from desync_ref.errors import ChunkInvalid, ChunkMissing
 from desync_ref.formats.chunk import ChunkCheck, Digest
 from desync_ref.stores import Chunk, Store, WriteStore
+
+log = logging.getLogger(__name__)  # --verbose: which store served chunks
 
 
 class CachedStore:
@@ -29,6 +33,7 @@ class CachedStore:
         self.cache = cache
         self.digest = digest
         self.repair = repair
+        self._logged = False
 
     def __str__(self) -> str:
         return f"{self.store} (cache {self.cache})"
@@ -50,6 +55,10 @@ class CachedStore:
                 raise
         chunk = self.store.get_chunk(chunk_id, own)
         self.cache.store_chunk(chunk)
+        if not self._logged:  # the first one only: per chunk would flood the log
+            self._logged = True
+            log.info("chunks not in cache %s are fetched from %s and stored in the cache",
+                     self.cache, self.store)
         return chunk
 
     def has_chunk(self, chunk_id: bytes) -> bool:

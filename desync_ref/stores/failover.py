@@ -13,6 +13,7 @@ to see, not to route around). A group reads only (desync's ``FailoverGroup`` is 
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
@@ -20,6 +21,8 @@ from typing import TypeVar
 from desync_ref.errors import ChunkInvalid, ChunkMissing, DesyncRefError
 from desync_ref.formats.chunk import Digest
 from desync_ref.stores import Chunk, Store
+
+log = logging.getLogger(__name__)  # --verbose: which store served chunks
 
 T = TypeVar("T")
 
@@ -55,6 +58,7 @@ class FailoverGroup:
             except (DesyncRefError, OSError) as exc:
                 error = exc
                 self._error_from(index)
+                log.info("failover: %s failed (%s), trying the next store of %s", store, exc, self)
         assert error is not None
         raise error
 

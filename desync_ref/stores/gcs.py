@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import threading
 import time
@@ -41,6 +42,8 @@ from desync_ref.stores.http import MAX_CHUNK_BODY, USER_AGENT, _proxy_for, _reas
 from desync_ref.stores.index_stores import MAX_INDEX_BYTES, valid_index_name
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.storage_form import StorageForm, storage_form
+
+log = logging.getLogger(__name__)  # --verbose: retries and their causes
 
 SCHEME: Final = "gs://"
 GCS_ENDPOINT: Final = "https://storage.googleapis.com"
@@ -277,9 +280,13 @@ class GCSBase:
             except (HTTPError, OSError) as exc:
                 if attempt >= attempts:
                     raise StoreError(f"{self}: {method} {url}: {_reason(exc)}") from None
+                cause = _reason(exc)
             else:
                 if not (status >= 500 or status in _RETRY_STATUS) or attempt >= attempts:
                     return status, data
+                cause = f"HTTP {status}"
+            log.info("%s: %s %s: attempt %d of %d failed (%s), retrying", self, method, url, attempt,
+                     attempts, cause)
             time.sleep(attempt * self.options.error_retry_base_interval)
 
     def failure(self, method: str, url: str, status: int, body: bytes) -> StoreError:

@@ -18,6 +18,7 @@ and the timeout is one deadline for the whole exchange (``Client.Timeout``).
 from __future__ import annotations
 
 import base64
+import logging
 import ssl
 import threading
 import time
@@ -46,6 +47,8 @@ from desync_ref.stores import Chunk
 from desync_ref.stores.index_stores import MAX_INDEX_BYTES
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.storage_form import storage_form
+
+log = logging.getLogger(__name__)  # --verbose: retries and their causes
 
 USER_AGENT: Final = "desync-ref"
 SCHEMES: Final = ("http://", "https://")
@@ -294,7 +297,9 @@ class HTTPBase:
             except _Deadline:
                 if attempt >= attempts:
                     raise StoreError(f"{method} {url}: timed out after {self.options.timeout:g} s") from None
+                cause = "timed out"
             except (HTTPError, OSError) as exc:
+                cause = _reason(exc)
                 if attempt >= attempts:
                     # the socket timeout is what is left of the deadline: either way it ran
                     # out (urllib3's NewConnectionError is a ConnectTimeoutError, but is not one)
@@ -305,6 +310,9 @@ class HTTPBase:
             else:
                 if not 500 <= status < 600 or attempt >= attempts:
                     return status, data
+                cause = f"HTTP {status}"
+            log.info("%s %s: attempt %d of %d failed (%s), retrying", method, redact(url), attempt,
+                     attempts, cause)
             time.sleep(attempt * self.options.error_retry_base_interval)
 
     def unexpected(self, method: str, name: str, status: int, body: bytes) -> StoreError:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import threading
 import time
@@ -56,6 +57,8 @@ from desync_ref.stores.http import (
 from desync_ref.stores.oci_credentials import Credential, lookup, parse_challenge
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.storage_form import StorageForm, storage_form
+
+log = logging.getLogger(__name__)  # --verbose: retries and their causes
 
 SCHEMES: Final = ("oci+http://", "oci+https://")
 MANIFEST_MEDIA_TYPE: Final = "application/vnd.oci.image.manifest.v1+json"
@@ -232,9 +235,11 @@ class OCIStore(HTTPBase):
                 if failures >= retries:
                     raise StoreError(f"{self.location}: {method} {redact(url)}: timed out after "
                                      f"{self.options.timeout:g} s") from None
+                cause = "timed out"
             except (HTTPError, OSError) as exc:
                 if failures >= retries:
                     raise StoreError(f"{self.location}: {method} {redact(url)}: {_reason(exc)}") from None
+                cause = _reason(exc)
             else:
                 if reply.status == 401 and not challenged:
                     challenged = True
@@ -243,7 +248,10 @@ class OCIStore(HTTPBase):
                     return reply
                 if not (reply.status in (408, 429) or 500 <= reply.status < 600) or failures >= retries:
                     return reply
+                cause = f"HTTP {reply.status}"
             failures += 1
+            log.info("%s: %s %s: failed (%s), retry %d of %d", self.location, method, redact(url),
+                     cause, failures, retries)
             time.sleep(failures * self.options.error_retry_base_interval)
 
     def _authorize(self, scope: str, reply: _Reply) -> bool:

@@ -24,6 +24,7 @@ Credentials and region: ``stores/s3_credentials.py``.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -54,6 +55,8 @@ from desync_ref.stores.index_stores import MAX_INDEX_BYTES, valid_index_name
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.s3_credentials import S3Credentials, lookup_credentials
 from desync_ref.stores.storage_form import storage_form
+
+log = logging.getLogger(__name__)  # --verbose: retries and their causes
 
 T = TypeVar("T")
 
@@ -275,9 +278,12 @@ class S3Base:
             except _Failed as failed:
                 if not failed.retryable or attempt >= attempts:
                     raise self.error(what, failed) from None
+                cause = str(self.error(what, failed))
             except ChunkInvalid as exc:
                 if attempt >= attempts:
                     raise ChunkInvalid(f"{exc} in store {self}") from None
+                cause = str(exc)
+            log.info("%s %s: attempt %d of %d failed (%s), retrying", what, self, attempt, attempts, cause)
             time.sleep(attempt * self.options.error_retry_base_interval)
 
     def error(self, what: str, failed: _Failed) -> StoreError:

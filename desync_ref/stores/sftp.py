@@ -59,6 +59,8 @@ from desync_ref.stores.index_stores import MAX_INDEX_BYTES, valid_index_name
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.storage_form import storage_form
 
+log = logging.getLogger(__name__)  # --verbose: retries and their causes
+
 SCHEME: Final = "sftp://"
 SSH_PATH_ENV: Final = "CASYNC_SSH_PATH"
 # A stored chunk is at most the largest chunk, compressed in zstd's worst case.
@@ -338,6 +340,8 @@ class _Pool:
                 if attempt >= attempts:
                     raise StoreError(f"{self.loc.shown}: {what}: connection to {self.loc.address} lost: "
                                      f"{lost.reason}") from None
+                log.info("%s: %s: attempt %d of %d failed (connection lost: %s), retrying",
+                         self.loc.shown, what, attempt, attempts, lost.reason)
             time.sleep(attempt * self.options.error_retry_base_interval)
 
     def _once(self, what: str, op: Callable[[paramiko.SFTPClient], _T]) -> _T:
