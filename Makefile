@@ -53,10 +53,11 @@ demo: setup
 # targets a test that would skip for a missing part (casync, desync's fixtures, ...) fails
 # (tests/conftest.py, conformance/); pytest's exit 5 (no test ran) fails them as well.
 test test-compiled test-pure: export DESYNC_REF_REQUIRE_COMPONENTS = 1
-# The server load tests exercise no kernel: the pure pass runs them briefly. The remote
-# store tests (marker remote_store) exercise backends, not kernels: the compiled pass alone.
+# The server load tests exercise no kernel: the pure pass runs them briefly. Tests marked
+# compiled_pass_only (store backends against their servers, progress, block devices) exercise
+# no kernel either: the compiled pass alone runs them.
 PURE := DESYNC_REF_PURE=1 DESYNC_REF_LOAD_SECONDS=3
-PURE_SELECT := -m "not remote_store"
+PURE_SELECT := -m "not compiled_pass_only"
 
 test: setup
 	$(BIN)/desync-ref --version

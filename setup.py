@@ -15,10 +15,11 @@ from setuptools.command.build_ext import build_ext
 KERNELS = ["desync_ref/kernels/chunker.py", "desync_ref/kernels/assembler.py"]
 # urllib3: the HTTP(S), GCS and OCI store clients; aiohttp (+ uvloop off Windows):
 # chunk-server/index-server; botocore: S3 stores; paramiko: SFTP stores; pycryptodome:
-# encrypted stores (XChaCha20-Poly1305 and AES-256-GCM; `cryptography` has no XChaCha).
+# encrypted stores (XChaCha20-Poly1305 and AES-256-GCM; `cryptography` has no XChaCha);
+# tqdm: progress bars on a terminal (no dependencies of its own, imported only when shown).
 BASE_REQUIREMENTS = ["zstandard>=0.21", "mypy_extensions>=1.0", "urllib3>=2.0", "aiohttp>=3.9",
                      "uvloop>=0.19; sys_platform != 'win32'", "botocore>=1.31", "paramiko>=3.0",
-                     "pycryptodome>=3.18"]
+                     "pycryptodome>=3.18", "tqdm>=4.60"]
 # Compiled kernels index native vectors from librt (shipped with mypy); pure ones need none.
 NATIVE_REQUIREMENTS = ["librt"]
 

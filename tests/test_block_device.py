@@ -22,7 +22,7 @@ import pytest
 from desync_ref.formats.index import parse_index
 from tests.conftest import assert_clean_failure, run_cli, skip_not_component
 
-pytestmark = pytest.mark.remote_store
+pytestmark = pytest.mark.compiled_pass_only
 
 ZEROS = 768 * 1024  # more than twice the largest chunk: whole chunks of zeros
 SIZE = 256 * 1024 + ZEROS + 256 * 1024  # the blob

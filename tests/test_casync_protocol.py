@@ -24,7 +24,7 @@ from desync_ref.formats.chunk import digest_function
 from desync_ref.formats.index import parse_index
 from desync_ref.stores import Chunk
 
-pytestmark = pytest.mark.remote_store
+pytestmark = pytest.mark.compiled_pass_only
 
 VECTORS = ROOT / "fixtures" / "casync_protocol"
 ZERO = bytes(32)

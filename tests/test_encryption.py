@@ -27,7 +27,7 @@ from desync_ref.formats.index import parse_index
 from desync_ref.stores.options import StoreOptions
 from desync_ref.stores.storage_form import storage_form
 
-pytestmark = pytest.mark.remote_store
+pytestmark = pytest.mark.compiled_pass_only
 
 # desync encrypt_test.go testEncryptionKey / otherEncryptionKey
 KEY = "6368616e676520746869732070617373776f726420746f206120736563726574"

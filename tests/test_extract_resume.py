@@ -17,7 +17,7 @@ from desync_ref.formats.index import parse_index
 from tests.conftest import run_cli
 from tests.httputil import Upstream, wait_for
 
-pytestmark = pytest.mark.remote_store
+pytestmark = pytest.mark.compiled_pass_only
 
 SIZE = 4 << 20  # several of the assembler's ~1 MiB pieces
 

@@ -38,7 +38,7 @@ from desync_ref.stores import gcs as gcs_mod
 from desync_ref.stores.location import open_store
 from desync_ref.stores.options import StoreOptions
 
-pytestmark = pytest.mark.remote_store
+pytestmark = pytest.mark.compiled_pass_only
 
 SIZES = ["-m", "16:64:256"]
 BUCKET = "desync"

@@ -35,7 +35,7 @@ from desync_ref.stores import Chunk, PruneStore
 from desync_ref.stores.oci import OCIStore, open_chunk_store
 from desync_ref.stores.options import StoreOptions
 
-pytestmark = pytest.mark.remote_store
+pytestmark = pytest.mark.compiled_pass_only
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 SIZES = "16:64:256"

@@ -23,7 +23,7 @@ from desync_ref.progress import ParsableBar, go_duration
 from tests.conftest import run_cli
 from tests.httputil import Scripted, send_file
 
-pytestmark = pytest.mark.remote_store
+pytestmark = pytest.mark.compiled_pass_only
 
 PROGRESS_VARS = ("DESYNC_PROGRESSBAR_ENABLED", "DESYNC_ENABLE_PARSABLE_PROGRESS")
 # desync's parsable line: "<operation> <%6.02f>%" and a Go duration (time left, or taken).

@@ -36,7 +36,7 @@ from sshd_server import Sshd
 
 from desync_ref.formats.index import parse_index
 
-pytestmark = pytest.mark.remote_store
+pytestmark = pytest.mark.compiled_pass_only
 
 KEY = "3f" * 32
 OTHER_KEY = "a0" * 32

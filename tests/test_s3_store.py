@@ -40,7 +40,7 @@ from desync_ref.stores.s3 import (
 )
 from desync_ref.stores.s3_credentials import lookup_credentials
 
-pytestmark = pytest.mark.remote_store
+pytestmark = pytest.mark.compiled_pass_only
 
 SIZES = ["-m", "16:64:256"]
 

@@ -29,7 +29,7 @@ from desync_ref.formats.index import parse_index
 from desync_ref.stores.options import StoreOptions
 from desync_ref.stores.sftp import open_chunk_store, open_index_store
 
-pytestmark = pytest.mark.remote_store
+pytestmark = pytest.mark.compiled_pass_only
 
 SIZES = "16:64:256"
 TRANSPORTS = ("paramiko", "ssh_path")

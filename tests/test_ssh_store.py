@@ -24,7 +24,7 @@ from desync_ref.errors import ProtocolError
 from desync_ref.formats import casync_protocol as p
 from desync_ref.formats.index import parse_index
 
-pytestmark = pytest.mark.remote_store
+pytestmark = pytest.mark.compiled_pass_only
 
 
 class Setup:
