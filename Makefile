@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 IMPL   ?= $(BIN)/python -m desync_ref
 PYTEST := $(BIN)/python -m pytest
 
-.PHONY: setup system-deps bench-http-deps apt-need demo test bench-http test-compiled test-pure conformance fixtures lint bench clean fuzz
+.PHONY: setup system-deps bench-http-deps apt-need demo test bench-http bench-stores test-compiled test-pure conformance fixtures lint bench clean fuzz
 
 setup: system-deps $(STAMP)
 
@@ -80,12 +80,21 @@ lint: setup
 	$(BIN)/ruff check desync_ref tests conformance fixtures scripts benchmarks setup.py
 	$(BIN)/mypy --strict desync_ref
 
-# Kernels alone (pytest-benchmark), then casync side by side, then peak RSS on 1 GiB.
+# Kernels alone (pytest-benchmark), then casync side by side, then peak RSS on 1 GiB, then
+# the image update: a 1 GiB image with 2 % changed, extracted with the old one as seed.
 bench: setup
 	@command -v /usr/bin/time >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -q time; }
 	$(BIN)/python -m pytest -q -p no:cacheprovider benchmarks/test_kernels.py --benchmark-enable
 	$(BIN)/python benchmarks/compare_casync.py
 	$(BIN)/python benchmarks/measure_rss.py
+	$(BIN)/python benchmarks/seed_update.py
+
+# make and extract through the remote backends against their real servers (the ones the
+# tests start), next to a local store: S3 on Ceph RGW, SFTP and ssh:// on OpenSSH.
+bench-stores: setup
+	$(BIN)/python benchmarks/bench_s3.py
+	$(BIN)/python benchmarks/bench_sftp.py
+	$(BIN)/python benchmarks/bench_ssh.py
 
 # Coverage-guided fuzzing (atheris) of every parser of untrusted bytes: each target of
 # fuzz/targets.py for FUZZ_TIME seconds under a 2 GiB memory cap; prints executions per
