@@ -38,7 +38,7 @@ from desync_ref.errors import ChunkInvalid, ChunkMissing, IndexMissing, InvalidF
 from desync_ref.formats.chunk import Digest, chunk_file_name, parse_chunk_path
 from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
-from desync_ref.stores.http import MAX_CHUNK_BODY, USER_AGENT, _proxy_for, _reason
+from desync_ref.stores.http import MAX_CHUNK_BODY, USER_AGENT, error_reason, proxy_for
 from desync_ref.stores.index_stores import MAX_INDEX_BYTES, valid_index_name
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.storage_form import StorageForm, storage_form
@@ -57,7 +57,7 @@ INDEX_CONTENT_TYPE: Final = "application/octet-stream"
 # metadata.systemInfoSuggestsGCE, google-auth's detect_gce_residency_linux).
 DMI_PRODUCT_NAME = Path("/sys/class/dmi/id/product_name")
 METADATA_PROBE_TIMEOUT: Final = 0.5  # seconds: a metadata server answers at once or is absent
-_MAX_ERROR_BODY: Final = 64 * 1024
+MAX_ERROR_BODY: Final = 64 * 1024
 _RETRY_STATUS: Final = frozenset({429})
 
 
@@ -222,7 +222,7 @@ class GCSBase:
             if self._pool is None:
                 kwargs: dict[str, Any] = {"num_pools": 4, "maxsize": max(1, self.options.n),
                                           "block": False, "retries": False}
-                proxy = _proxy_for(self.endpoint)
+                proxy = proxy_for(self.endpoint)
                 self._pool = urllib3.ProxyManager(proxy, **kwargs) if proxy else urllib3.PoolManager(**kwargs)
             return self._pool
 
@@ -255,7 +255,7 @@ class GCSBase:
             method, url, body=body, headers=headers, redirect=False, preload_content=False,
             decode_content=True, timeout=urllib3.Timeout(connect=timeout, read=timeout))
         try:
-            cap = limit if resp.status == 200 else _MAX_ERROR_BODY
+            cap = limit if resp.status == 200 else MAX_ERROR_BODY
             data = resp.read(cap + 1)
             if len(data) > cap:
                 if resp.status == 200:
@@ -276,11 +276,11 @@ class GCSBase:
             try:
                 status, data = self._once(method, url, body, content_type, limit)
             except SSLError as exc:  # a certificate does not get better by asking again
-                raise StoreError(f"{self}: {method} {url}: TLS error: {_reason(exc)}") from None
+                raise StoreError(f"{self}: {method} {url}: TLS error: {error_reason(exc)}") from None
             except (HTTPError, OSError) as exc:
                 if attempt >= attempts:
-                    raise StoreError(f"{self}: {method} {url}: {_reason(exc)}") from None
-                cause = _reason(exc)
+                    raise StoreError(f"{self}: {method} {url}: {error_reason(exc)}") from None
+                cause = error_reason(exc)
             else:
                 if not (status >= 500 or status in _RETRY_STATUS) or attempt >= attempts:
                     return status, data
@@ -303,7 +303,7 @@ class GCSBase:
         if self._bucket_checked:
             return
         url = f"{self.endpoint}/storage/v1/b/{urllib.parse.quote(self.bucket, safe='')}?fields=name"
-        status, body = self.request("GET", url, limit=_MAX_ERROR_BODY)
+        status, body = self.request("GET", url, limit=MAX_ERROR_BODY)
         if status == 404:
             raise StoreError(f"{self}: bucket '{self.bucket}' does not exist")
         if status == 401:
@@ -329,7 +329,7 @@ class GCSBase:
 
     def has_object(self, name: str) -> bool:
         url = self.object_url(name) + "?fields=name"
-        status, body = self.request("GET", url, limit=_MAX_ERROR_BODY)
+        status, body = self.request("GET", url, limit=MAX_ERROR_BODY)
         if status == 200:
             return True
         if status == 404:
@@ -341,7 +341,7 @@ class GCSBase:
         """A media upload: one request, the whole object (a rewrite of the same bytes on retry)."""
         url = (f"{self.endpoint}/upload/storage/v1/b/{urllib.parse.quote(self.bucket, safe='')}/o"
                f"?uploadType=media&name={urllib.parse.quote(name, safe='')}")
-        status, body = self.request("POST", url, data, content_type=content_type, limit=_MAX_ERROR_BODY)
+        status, body = self.request("POST", url, data, content_type=content_type, limit=MAX_ERROR_BODY)
         if status == 200:
             return
         if status == 404:  # an upload's only 404 is the bucket's
@@ -351,7 +351,7 @@ class GCSBase:
     def delete_object(self, name: str) -> None:
         """Delete if present; an object already gone is no error."""
         url = self.object_url(name)
-        status, body = self.request("DELETE", url, limit=_MAX_ERROR_BODY)
+        status, body = self.request("DELETE", url, limit=MAX_ERROR_BODY)
         if status in (200, 204):
             return
         if status == 404:

@@ -54,13 +54,13 @@ USER_AGENT: Final = "desync-ref"
 SCHEMES: Final = ("http://", "https://")
 # Go's http.Client stops after 10 redirects (defaultCheckRedirect).
 MAX_REDIRECTS: Final = 10
-_REDIRECTS: Final = (301, 302, 303, 307, 308)
+REDIRECT_STATUSES: Final = (301, 302, 303, 307, 308)
 # Largest bodies read: a chunk holds at most CA_CHUNK_SIZE_LIMIT_MAX bytes; compressed it
 # may grow by zstd's worst case (ZSTD_COMPRESSBOUND: n + n/256 + a little).
 MAX_CHUNK_BODY: Final = CA_CHUNK_SIZE_LIMIT_MAX + (CA_CHUNK_SIZE_LIMIT_MAX >> 8) + 4096
 MAX_INDEX_BODY: Final = MAX_INDEX_BYTES
 # Error bodies are shown cut to 200 characters; no need to read more of them.
-_MAX_ERROR_BODY: Final = 64 * 1024
+MAX_ERROR_BODY: Final = 64 * 1024
 _READ_PIECE: Final = 1024 * 1024
 
 def split_credentials(location: str) -> tuple[str, str | None]:
@@ -83,7 +83,7 @@ def _ssl_context(options: StoreOptions) -> ssl.SSLContext:
         try:
             ctx.load_verify_locations(cafile=options.ca_cert)
         except (OSError, ssl.SSLError) as exc:
-            raise StoreError(f"cannot load CA certificates from {options.ca_cert}: {_reason(exc)}") from None
+            raise StoreError(f"cannot load CA certificates from {options.ca_cert}: {error_reason(exc)}") from None
     else:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
     if options.trust_insecure:
@@ -95,11 +95,11 @@ def _ssl_context(options: StoreOptions) -> ssl.SSLContext:
         try:
             ctx.load_cert_chain(options.client_cert, options.client_key)
         except (OSError, ssl.SSLError) as exc:
-            raise StoreError(f"failed to load client certificate from {options.client_cert}: {_reason(exc)}") from None
+            raise StoreError(f"failed to load client certificate from {options.client_cert}: {error_reason(exc)}") from None
     return ctx
 
 
-def _reason(exc: BaseException) -> str:
+def error_reason(exc: BaseException) -> str:
     """The innermost useful message of a urllib3/ssl/socket error, on one line."""
     while isinstance(exc, MaxRetryError) and exc.reason is not None:
         exc = exc.reason
@@ -112,7 +112,7 @@ def _reason(exc: BaseException) -> str:
     return redact(" ".join(text.split()))
 
 
-def _proxy_for(url: str) -> str | None:
+def proxy_for(url: str) -> str | None:
     """The proxy for ``url`` from http_proxy/https_proxy/no_proxy, as Go's ProxyFromEnvironment."""
     parsed = parse_url(url)
     host = parsed.host or ""
@@ -123,17 +123,17 @@ def _proxy_for(url: str) -> str | None:
     return proxy
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
+def origin_of(url: str) -> tuple[str, str, int | None]:
     parsed = parse_url(url)
     scheme = (parsed.scheme or "http").lower()
     return scheme, (parsed.host or "").lower(), parsed.port or (443 if scheme == "https" else 80)
 
 
-class _Deadline(Exception):
+class Deadline(Exception):
     """The request's overall timeout ran out."""
 
 
-class _TooLarge(Exception):
+class BodyTooLarge(Exception):
     """A response body larger than the cap of what was asked for."""
 
 
@@ -201,7 +201,7 @@ class HTTPBase:
                     if self.options.trust_insecure:
                         kwargs["cert_reqs"] = "CERT_NONE"
                         kwargs["assert_hostname"] = False
-                proxy = _proxy_for(self.base)
+                proxy = proxy_for(self.base)
                 self._pool = urllib3.ProxyManager(proxy, **kwargs) if proxy else urllib3.PoolManager(**kwargs)
             return self._pool
 
@@ -213,17 +213,17 @@ class HTTPBase:
             return None
         left = deadline - time.monotonic()
         if left <= 0:
-            raise _Deadline
+            raise Deadline
         return left
 
     def _read(self, resp: urllib3.BaseHTTPResponse, limit: int, deadline: float | None,
               cut: bool = False) -> bytes:
-        """The body, up to ``limit`` bytes (more is _TooLarge, or cut off with ``cut``), within
+        """The body, up to ``limit`` bytes (more is BodyTooLarge, or cut off with ``cut``), within
         the deadline (the socket timeout shrinks with it, so a server sending a byte now and
         then cannot hold the request past it)."""
         declared = resp.headers.get("Content-Length")
         if not cut and declared is not None and declared.isdigit() and int(declared) > limit:
-            raise _TooLarge
+            raise BodyTooLarge
         parts: list[bytes] = []
         size = 0
         sock = getattr(getattr(resp, "connection", None), "sock", None)
@@ -238,7 +238,7 @@ class HTTPBase:
             if size > limit:
                 if cut:
                     return b"".join(parts)
-                raise _TooLarge
+                raise BodyTooLarge
             parts.append(piece)
 
     def _once(self, method: str, url: str, body: bytes | None) -> tuple[int, bytes]:
@@ -246,7 +246,7 @@ class HTTPBase:
         timeout = self.options.timeout
         deadline = time.monotonic() + timeout if timeout else None
         headers = dict(self._headers)
-        origin = _origin(url)
+        origin = origin_of(url)
         for _ in range(MAX_REDIRECTS + 1):
             left = self._remaining(deadline)
             with warnings.catch_warnings():
@@ -257,14 +257,14 @@ class HTTPBase:
             whole = False
             try:
                 location = resp.headers.get("Location")
-                if resp.status not in _REDIRECTS or not location:
+                if resp.status not in REDIRECT_STATUSES or not location:
                     if resp.status == 200:
                         data = self._read(resp, self.max_body, deadline)
                         whole = True
                     else:  # only the start of an error body is shown
-                        data = self._read(resp, _MAX_ERROR_BODY, deadline, cut=True)
+                        data = self._read(resp, MAX_ERROR_BODY, deadline, cut=True)
                     return resp.status, data
-                self._read(resp, _MAX_ERROR_BODY, deadline, cut=True)
+                self._read(resp, MAX_ERROR_BODY, deadline, cut=True)
             finally:
                 if not whole:  # a connection with unread bytes on it must not be reused
                     resp.close()
@@ -272,7 +272,7 @@ class HTTPBase:
             url = urllib.parse.urljoin(url, location)
             if not url.lower().startswith(SCHEMES):
                 raise StoreError(f"{method} {redact(url)}: redirect to an unsupported scheme")
-            if _origin(url) != origin:
+            if origin_of(url) != origin:
                 # Go drops Authorization and Cookie on a redirect to another host; once
                 # dropped they stay dropped, whatever host comes next.
                 headers.pop("Authorization", None)
@@ -291,22 +291,22 @@ class HTTPBase:
             try:
                 status, data = self._once(method, url, body)
             except SSLError as exc:  # a certificate does not get better by asking again
-                raise StoreError(f"{method} {url}: TLS error: {_reason(exc)}") from None
-            except _TooLarge:  # nor does the size of an object
+                raise StoreError(f"{method} {url}: TLS error: {error_reason(exc)}") from None
+            except BodyTooLarge:  # nor does the size of an object
                 raise StoreError(f"{method} {url}: response larger than {self.max_body} bytes") from None
-            except _Deadline:
+            except Deadline:
                 if attempt >= attempts:
                     raise StoreError(f"{method} {url}: timed out after {self.options.timeout:g} s") from None
                 cause = "timed out"
             except (HTTPError, OSError) as exc:
-                cause = _reason(exc)
+                cause = error_reason(exc)
                 if attempt >= attempts:
                     # the socket timeout is what is left of the deadline: either way it ran
                     # out (urllib3's NewConnectionError is a ConnectTimeoutError, but is not one)
                     if (isinstance(exc, (TimeoutError, ReadTimeoutError, ConnectTimeoutError))
                             and not isinstance(exc, NewConnectionError) and self.options.timeout):
                         raise StoreError(f"{method} {url}: timed out after {self.options.timeout:g} s") from None
-                    raise StoreError(f"{method} {url}: {_reason(exc)}") from None
+                    raise StoreError(f"{method} {url}: {error_reason(exc)}") from None
             else:
                 if not 500 <= status < 600 or attempt >= attempts:
                     return status, data

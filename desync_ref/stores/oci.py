@@ -44,15 +44,15 @@ from desync_ref.errors import ChunkMissing, StoreError
 from desync_ref.formats.chunk import Digest, is_id_hex
 from desync_ref.stores import Chunk
 from desync_ref.stores.http import (
-    _MAX_ERROR_BODY,
-    _REDIRECTS,
     MAX_CHUNK_BODY,
+    MAX_ERROR_BODY,
     MAX_REDIRECTS,
+    REDIRECT_STATUSES,
+    BodyTooLarge,
+    Deadline,
     HTTPBase,
-    _Deadline,
-    _origin,
-    _reason,
-    _TooLarge,
+    error_reason,
+    origin_of,
 )
 from desync_ref.stores.oci_credentials import Credential, lookup, parse_challenge
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
@@ -182,7 +182,7 @@ class OCIStore(HTTPBase):
         """One attempt under one deadline, redirects of reads followed (blob storage)."""
         timeout = self.options.timeout
         deadline = time.monotonic() + timeout if timeout else None
-        origin = _origin(url)
+        origin = origin_of(url)
         for _ in range(MAX_REDIRECTS + 1):
             left = self._remaining(deadline)
             with warnings.catch_warnings():
@@ -193,8 +193,8 @@ class OCIStore(HTTPBase):
             whole = False
             try:
                 location = resp.headers.get("Location")
-                if resp.status in _REDIRECTS and location and method in ("GET", "HEAD"):
-                    self._read(resp, _MAX_ERROR_BODY, deadline, cut=True)
+                if resp.status in REDIRECT_STATUSES and location and method in ("GET", "HEAD"):
+                    self._read(resp, MAX_ERROR_BODY, deadline, cut=True)
                 else:
                     ok = 200 <= resp.status < 300
                     if method == "HEAD":
@@ -203,14 +203,14 @@ class OCIStore(HTTPBase):
                         data = self._read(resp, limit, deadline)
                         whole = True
                     else:
-                        data = self._read(resp, _MAX_ERROR_BODY, deadline, cut=True)
+                        data = self._read(resp, MAX_ERROR_BODY, deadline, cut=True)
                     return _Reply(resp.status, resp.headers, data, url)
             finally:
                 if not whole:
                     resp.close()
                 resp.release_conn()
             url = urllib.parse.urljoin(url, location)
-            if _origin(url) != origin:  # a storage backend's signed URL: no registry token
+            if origin_of(url) != origin:  # a storage backend's signed URL: no registry token
                 headers = {k: v for k, v in headers.items() if k != "Authorization"}
         raise StoreError(f"{self.location}: {method} {redact(url)}: stopped after {MAX_REDIRECTS} redirects")
 
@@ -228,18 +228,18 @@ class OCIStore(HTTPBase):
             try:
                 reply = self._exchange(method, url, body, sent, limit)
             except SSLError as exc:
-                raise StoreError(f"{self.location}: {method} {redact(url)}: TLS error: {_reason(exc)}") from None
-            except _TooLarge:
+                raise StoreError(f"{self.location}: {method} {redact(url)}: TLS error: {error_reason(exc)}") from None
+            except BodyTooLarge:
                 raise StoreError(f"{self.location}: {method} {redact(url)}: response larger than {limit} bytes") from None
-            except _Deadline:
+            except Deadline:
                 if failures >= retries:
                     raise StoreError(f"{self.location}: {method} {redact(url)}: timed out after "
                                      f"{self.options.timeout:g} s") from None
                 cause = "timed out"
             except (HTTPError, OSError) as exc:
                 if failures >= retries:
-                    raise StoreError(f"{self.location}: {method} {redact(url)}: {_reason(exc)}") from None
-                cause = _reason(exc)
+                    raise StoreError(f"{self.location}: {method} {redact(url)}: {error_reason(exc)}") from None
+                cause = error_reason(exc)
             else:
                 if reply.status == 401 and not challenged:
                     challenged = True
@@ -278,10 +278,10 @@ class OCIStore(HTTPBase):
         if self.credential is not None:
             sent["Authorization"] = self.credential.basic()
         try:
-            got = self._exchange("GET", token_url, None, sent, _MAX_ERROR_BODY)
-        except (HTTPError, OSError, _Deadline) as exc:
+            got = self._exchange("GET", token_url, None, sent, MAX_ERROR_BODY)
+        except (HTTPError, OSError, Deadline) as exc:
             raise StoreError(f"{self.location}: token request to {redact(realm)} failed: "
-                             f"{_reason(exc) if not isinstance(exc, _Deadline) else 'timed out'}") from None
+                             f"{error_reason(exc) if not isinstance(exc, Deadline) else 'timed out'}") from None
         if got.status != 200:
             what = "credentials refused" if got.status in (401, 403) else f"HTTP {got.status}"
             raise StoreError(f"{self.location}: token request to {redact(realm)}: {what}")
