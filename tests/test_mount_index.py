@@ -326,15 +326,19 @@ def test_seed_chunks_never_fetched(data: Data, tmp_path: Path) -> None:
 def test_bad_arguments(data: Data, tmp_path: Path) -> None:
     store_file = tmp_path / "stores.json"
     store_file.write_text(json.dumps({"stores": [str(data.store)]}))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
     err = assert_clean_failure(run_cli(["mount-index", "-s", data.store, "--store-file", store_file,
-                                        data.index_path, tmp_path], check=False))
+                                        data.index_path, mnt], check=False))
     assert "--store and --store-file can't be used together" in err
     proc = run_cli(["mount-index", "-s", data.store, data.index_path, tmp_path / "nowhere"], check=False)
     assert "nowhere is not a directory" in assert_clean_failure(proc)
-    assert_clean_failure(run_cli(["mount-index", data.index_path, tmp_path], check=False))
+    proc = run_cli(["mount-index", "-s", data.store, data.index_path, data.root], check=False)
+    assert "is not empty" in assert_clean_failure(proc)
+    assert "no store provided" in assert_clean_failure(run_cli(["mount-index", data.index_path, mnt], check=False))
     (tmp_path / "bad.state").write_bytes(b"\x01")
     proc = run_cli(["mount-index", "-s", data.store, "--cor-file", tmp_path / "c", "--cor-state-init",
-                    tmp_path / "bad.state", data.index_path, tmp_path], check=False)
+                    tmp_path / "bad.state", data.index_path, mnt], check=False)
     assert "sparse state file does not match the index" in assert_clean_failure(proc)
 
 

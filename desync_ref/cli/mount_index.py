@@ -98,6 +98,9 @@ def _show_errors(verbose: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.cor_init_n < 1:
         raise UsageError("--cor-init-n must be at least 1")
+    from desync_ref.mount.runner import check_mountpoint
+
+    check_mountpoint(args.mountpoint)
     index = load_index(args, args.index)
     store = build_store(args, index)
     swap: SwapStore | None = None

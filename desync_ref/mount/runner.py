@@ -62,6 +62,14 @@ def unmount(mountpoint: str, *, lazy: bool = False) -> bool:
     return result.returncode == 0
 
 
+def check_mountpoint(mountpoint: str) -> None:
+    """An empty directory (callers check before they set anything up)."""
+    if not os.path.isdir(mountpoint):
+        raise InvalidParameter(f"mount point {mountpoint} is not a directory", parameter="mountpoint")
+    if os.listdir(mountpoint):  # libfuse2 refuses it too, in several lines of its own
+        raise InvalidParameter(f"mount point {mountpoint} is not empty", parameter="mountpoint")
+
+
 def serve(operations: object, mountpoint: str, *, reload: Callable[[], None] | None = None,
           foreground: bool = True, nothreads: bool = False) -> None:
     """Mount ``operations`` (fusepy operations) read-only on ``mountpoint``; return once it
@@ -69,8 +77,7 @@ def serve(operations: object, mountpoint: str, *, reload: Callable[[], None] | N
     ``reload``. Must be called from the main thread."""
     if not foreground:
         raise InvalidParameter("mounting in the background is not supported", parameter="foreground")
-    if not os.path.isdir(mountpoint):
-        raise InvalidParameter(f"mount point {mountpoint} is not a directory", parameter="mountpoint")
+    check_mountpoint(mountpoint)
     fuse = load_fusepy()
     failure: list[BaseException] = []
 
