@@ -8,7 +8,6 @@ spec/index.md, spec/store.md.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from desync_ref.cli.common import (
@@ -21,23 +20,17 @@ from desync_ref.cli.common import (
     store_options,
     workers,
 )
+from desync_ref.cli.seed_options import add_seed_options, seed_specs
 from desync_ref.cli.usage import UsageError
 from desync_ref.operations.extract import InvalidSeedAction, extract
-from desync_ref.operations.seeds import INDEX_SUFFIX, SeedSpec, open_seeds, seed_dir_specs
+from desync_ref.operations.seeds import open_seeds
 from desync_ref.progress import progress
-
-SEED_HELP = (
-    "seed: an index (its data is the index path without .caibx, or give it as INDEX:DATA), "
-    "or a plain file without an index, which is chunked first with the target index's chunk "
-    "sizes (this reads and hashes the whole file once before extracting)")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = add_command(subparsers, "extract", "Read an index and build a blob from it")
     parser.add_argument("-s", "--store", action=AppendSlice, help="source store(s)")
-    parser.add_argument("--seed", action=AppendSlice, default=[], help=SEED_HELP)
-    parser.add_argument("--seed-dir", action=AppendSlice, default=[],
-                        help="directory with seed index files (every *.caibx with its data)")
+    add_seed_options(parser)
     parser.add_argument("--skip-invalid-seeds", action="store_true",
                         help="skip seeds with invalid chunks")
     parser.add_argument("--regenerate-invalid-seeds", action="store_true",
@@ -53,19 +46,6 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
-def seed_spec(text: str) -> SeedSpec:
-    """desync's ``readSeeds``: ``INDEX.caibx`` (data beside it) or ``INDEX:DATA[:options]``;
-    beyond desync, any other existing file is a plain seed, chunked on the fly."""
-    if text.endswith(INDEX_SUFFIX):
-        return SeedSpec(text, text[:-len(INDEX_SUFFIX)])
-    parts = text.split(":")
-    if len(parts) >= 2 and parts[0] and parts[1]:
-        return SeedSpec(parts[0], parts[1])
-    if os.path.exists(text):
-        return SeedSpec(None, text)
-    raise UsageError(f"the provided seed argument {text!r} seems to be malformed")
-
-
 def run(args: argparse.Namespace) -> int:
     if args.index == args.output:
         raise UsageError("input and output filenames match")
@@ -76,9 +56,7 @@ def run(args: argparse.Namespace) -> int:
               InvalidSeedAction.REGENERATE if args.regenerate_invalid_seeds else
               InvalidSeedAction.BAIL_OUT)
     index = load_index(args, args.index)
-    specs = [seed_spec(text) for text in args.seed]
-    for directory in args.seed_dir:
-        specs.extend(seed_dir_specs(directory, args.index))
+    specs = seed_specs(args, args.index)
     n = workers(args)
     seeds = open_seeds(specs, index, args.output, store_options(args), n)
     store = source_store(args, index)

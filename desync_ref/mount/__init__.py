@@ -1,0 +1,7 @@
+"""FUSE mounts of indexes: ``mount-index`` (one blob, :mod:`desync_ref.mount.blob`, with the
+copy-on-read file of :mod:`desync_ref.mount.cor`) and the mount loop with its signals
+(:mod:`desync_ref.mount.runner`). fusepy (and the libfuse2 it loads) is needed only here,
+and is imported only when a mount starts.
+
+Layer: beside ``server/``, above ``operations/``, below ``cli/``. Spec: spec/mount.md.
+"""
