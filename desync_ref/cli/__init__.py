@@ -50,6 +50,7 @@ COMMANDS: dict[str, str] = {
     "tar": "tar",
     "untar": "untar",
     "mtree": "mtree",
+    "mount-archive": "mount_archive",
 }
 # Global options that take a value (the value is not the command name).
 _GLOBAL_WITH_VALUE = ("--config", "--digest")

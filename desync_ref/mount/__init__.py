@@ -1,0 +1,1 @@
+"""FUSE mounts of indexes and archives (spec/mount.md, spec/mount-tree.md)."""
