@@ -70,7 +70,7 @@ def _make_tree(top: Path) -> None:
         f.write(b"tail after a hole")
     (top / "setuid-tool").write_bytes(b"#!/bin/sh\n")
     os.chmod(top / "setuid-tool", 0o4755)
-    (top / "grüße.txt").write_bytes("non-ASCII name\n".encode())
+    (top / "grüße.txt").write_bytes(b"non-ASCII name\n")
     many = top / "many"
     many.mkdir()
     for i in range(60):
@@ -190,7 +190,7 @@ def test_ls_cat_cp_and_tar_of_the_mount(mount: Path, made: Path, tmp_path: Path)
 
 def test_mount_is_read_only(mount: Path) -> None:
     for attempt in (lambda: (mount / "new").write_bytes(b"x"),
-                    lambda: open(mount / "small.txt", "r+b"),
+                    lambda: os.close(os.open(mount / "small.txt", os.O_RDWR)),
                     lambda: os.mkdir(mount / "newdir"),
                     lambda: os.chmod(mount / "small.txt", 0o777)):
         with pytest.raises(OSError) as info:
