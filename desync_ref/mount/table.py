@@ -11,7 +11,7 @@ owner (names resolved as there), the mode, the mtime when the archive has times,
 symlink's target, a device's numbers, and as xattrs the XATTR records, the file
 capabilities (``security.capability``) and the SELinux label (``security.selinux``).
 
-Memory: the fixed columns take 68 bytes per entry (array items: parent, mode, uid, gid 4
+Memory: the fixed columns take 60 bytes per entry (array items: parent, mode, uid, gid 4
 each; mtime, size, payload offset, name end 8 each; first child, child count, child slot 4
 each), plus the name's bytes in one shared ``bytearray``; symlink targets, device numbers,
 xattrs and chattr flags sit in a dict by entry number for the entries that have them.
