@@ -23,7 +23,7 @@ from desync_ref.formats.index import parse_index
 from desync_ref.mount.table import build_table
 from tests.conftest import assert_clean_failure, run_cli
 from tests.httputil import Upstream
-from tests.treesnap import assert_same_tree
+from tests.treesnap import assert_same_tree, chattr_flags
 
 pytestmark = pytest.mark.compiled_pass_only
 
@@ -218,6 +218,21 @@ def test_read_of_one_small_file_fetches_only_its_chunks(made: Path) -> None:
         assert upstream.hits == []  # metadata comes from the table
         assert (mnt / "small.txt").read_bytes() == SMALL
         assert set(upstream.hits) == holding
+
+
+def test_chattr_flags_of_a_file_through_the_ioctl(made: Path, tmp_path: Path) -> None:
+    """FS_IOC_GETFLAGS on a mounted file answers the archive's chattr flags, as casync's
+    mount does (FS_NOATIME_FL, ``chattr +A``, is one ext4 takes from anyone as root)."""
+    top = tmp_path / "src"
+    top.mkdir()
+    (top / "noatime").write_bytes(b"x")
+    (top / "plain").write_bytes(b"y")
+    if subprocess.run(["chattr", "+A", top / "noatime"], capture_output=True).returncode:
+        pytest.skip("the temporary file system takes no chattr flags")
+    run_cli(["tar", "--with", "chattr", "--with", "permissions", tmp_path / "a.catar", top])
+    with _mounted([tmp_path / "a.catar"], tmp_path / "mnt") as mnt:
+        assert chattr_flags(os.fsencode(mnt / "noatime")) == 0x80
+        assert chattr_flags(os.fsencode(mnt / "plain")) == 0
 
 
 def test_caidx_without_store_is_a_usage_error(made: Path) -> None:
