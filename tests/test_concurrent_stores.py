@@ -30,6 +30,9 @@ from storecheck import SEED, assert_verifies, cli, index_ids
 from desync_ref import kernels
 from desync_ref.formats.index import parse_index
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 SIZES = "1:4:16"
 BLOB_SIZE = 512 * 1024 if kernels.pure_requested() else 2 * 1024 * 1024
 CHUNK_FILE = re.compile(r"[0-9a-f]{4}/([0-9a-f]{64})\.cacnk")

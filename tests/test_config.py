@@ -11,6 +11,9 @@ from conftest import assert_clean_failure, run_cli
 from desync_ref.config import ConfigError, apply_entry, load_config, location_match
 from desync_ref.stores.options import StoreOptions
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 
 def test_defaults_printed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))

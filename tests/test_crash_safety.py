@@ -46,6 +46,9 @@ from desync_ref import kernels
 from desync_ref.formats.chunk import compress
 from desync_ref.formats.index import parse_index
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 KILLS = 20
 CHAIN = 4  # kills in a row, each on what the previous one left, then a complete rerun
 MIN_PARTIAL = 5  # kills (of KILLS) that must have caught the command half-way

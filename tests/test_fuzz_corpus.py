@@ -33,6 +33,9 @@ from fuzz.known import known, signature  # noqa: E402
 from fuzz.mutate import mutate  # noqa: E402
 from fuzz.targets import TARGETS, run_one  # noqa: E402
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 CORPUS = ROOT / "fuzz" / "corpus"
 ALL_SEEDS = sorted(p for p in CORPUS.glob("*/*") if p.is_file())
 MUTANTS = 300

@@ -22,6 +22,9 @@ from desync_ref.errors import InvalidParameter  # noqa: E402
 from desync_ref.server.options import parse_listen  # noqa: E402
 from fuzz.targets import run_one  # noqa: E402
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 CRASHES = ROOT / "fuzz" / "crashes"
 
 

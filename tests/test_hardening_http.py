@@ -28,6 +28,9 @@ from httputil import Scripted, Server, make_certs, send_file
 from desync_ref.formats.chunk import compress, decompress
 from desync_ref.formats.index import parse_index
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 SECRET = "s3cr3t-pw"
 
 

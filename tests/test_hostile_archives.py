@@ -28,6 +28,9 @@ from tests.conftest import assert_clean_failure, run_cli
 from tests.test_hardening_archive import as_nobody, open_tmp  # noqa: F401 (fixture)
 from tests.treesnap import snapshot
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 FLAGS = 0xB000000010001F22  # 32-bit ids, ns times, permissions, symlinks, devices, ...
 DIR, REG, LNK = stat.S_IFDIR | 0o755, stat.S_IFREG | 0o644, stat.S_IFLNK | 0o777
 

@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli, skip_not_component
 from httputil import Server, make_certs
 
-pytestmark = pytest.mark.casync
+pytestmark = [pytest.mark.casync, pytest.mark.compiled_pass_only]
 
 SYSTEM_CA = Path("/usr/local/share/ca-certificates/desync-ref-test-ca.crt")
 

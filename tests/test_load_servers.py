@@ -33,6 +33,9 @@ from httputil import Scripted, Server, send_file
 
 from desync_ref.formats.index import parse_index
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 CLIENTS = 64
 SECONDS = float(os.environ.get("DESYNC_REF_LOAD_SECONDS", "10"))
 MiB = 1024 * 1024

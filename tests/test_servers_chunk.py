@@ -20,6 +20,9 @@ from httputil import Certs, Server, Upstream, free_port, make_certs, served, wai
 from desync_ref.formats.chunk import compress, decompress
 from desync_ref.formats.index import parse_index
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

@@ -10,6 +10,9 @@ import urllib3
 from conftest import assert_clean_failure, run_cli
 from httputil import Server
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:

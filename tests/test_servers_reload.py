@@ -10,11 +10,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import urllib3
 from conftest import run_cli
 from httputil import Server, Upstream, served, wait_for
 
 from desync_ref.formats.index import parse_index
+
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
 
 RELOADED = "reloaded stores"
 

@@ -34,6 +34,9 @@ from desync_ref.stores.registry import BACKENDS, LOCAL, backend_for
 from desync_ref.stores.router import StoreRouter
 from desync_ref.stores.swap import SwapStore, SwapWriteStore
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 
 def digest(data: bytes) -> bytes:
     return hashlib.new("sha512_256", data).digest()

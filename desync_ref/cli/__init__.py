@@ -51,6 +51,7 @@ COMMANDS: dict[str, str] = {
     "untar": "untar",
     "mtree": "mtree",
     "mount-index": "mount_index",
+    "mount-archive": "mount_archive",
 }
 # Global options that take a value (the value is not the command name).
 _GLOBAL_WITH_VALUE = ("--config", "--digest")

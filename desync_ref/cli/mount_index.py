@@ -14,7 +14,6 @@ Spec: spec/mount.md.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 import threading
@@ -118,14 +117,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _mount_archive(args: argparse.Namespace, index: Index, store: Store) -> None:
-    # The tree mount is its own module (desync_ref.mount.tree), looked up by name here.
-    try:
-        tree = importlib.import_module("desync_ref.mount.tree")
-    except ModuleNotFoundError:
-        raise DesyncRefError("mounting a .caidx (a file tree) is not available in this build") from None
     from desync_ref.mount.runner import serve
+    from desync_ref.mount.tree import tree_operations_for_caidx
 
-    serve(tree.tree_operations_for_caidx(index, store), args.mountpoint)
+    serve(tree_operations_for_caidx(index, store, workers=workers(args)), args.mountpoint)
 
 
 def _mount_blob(args: argparse.Namespace, index: Index, store: Store, swap: SwapStore | None) -> None:

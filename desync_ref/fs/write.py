@@ -99,7 +99,7 @@ class DiskSink:
         step = self._step
         is_link = stat.S_ISLNK(e.mode)
         if self.same_owner and e.feature_flags & (c.CA_FORMAT_WITH_UIDS | c.CA_FORMAT_WITH_USER_NAMES):
-            uid, gid = _owner(e)
+            uid, gid = entry_owner(e)
             step.what = f"set the owner to {uid}:{gid}"
             if fd is not None:
                 os.fchown(fd, uid, gid)
@@ -277,7 +277,7 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def _owner(e: Entry) -> tuple[int, int]:
+def entry_owner(e: Entry) -> tuple[int, int]:
     uid, gid = e.uid, e.gid
     if not e.feature_flags & c.CA_FORMAT_WITH_UIDS:
         import grp
