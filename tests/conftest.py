@@ -39,6 +39,22 @@ def skip_not_component(reason: str) -> NoReturn:
     raise NotAComponent(reason, _use_item_location=True)
 
 
+def require_fuse() -> None:
+    """Skip unless this run can mount over FUSE: root, /dev/fuse, fusermount, fusepy, libfuse2."""
+    if os.geteuid() != 0:
+        skip_not_component("FUSE mounts in these tests need root (devices, owners, trusted xattrs)")
+    if not os.path.exists("/dev/fuse"):
+        pytest.skip("/dev/fuse is missing (kernel module fuse)")
+    if shutil.which("fusermount") is None and shutil.which("fusermount3") is None:
+        pytest.skip("fusermount is not installed (Debian package 'fuse3')")
+    try:
+        import fuse  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError:
+        pytest.skip("fusepy is not installed (Python package 'fusepy', extra 'fuse')")
+    except OSError:
+        pytest.skip("libfuse2 is not installed (Debian package 'libfuse2')")
+
+
 def _skip_reason(report: pytest.TestReport | pytest.CollectReport) -> str:
     longrepr = report.longrepr
     if isinstance(longrepr, tuple) and len(longrepr) == 3:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_failure, run_cli, skip_not_component
+from conftest import assert_clean_failure, require_fuse, run_cli
 from httputil import Server, wait_for
 from sshd_server import Sshd
 
@@ -36,19 +36,6 @@ SIZES = "16:64:256"
 NAME = "blob"  # the file in the mount: the index's name without .caibx
 
 
-def _require_fuse() -> None:
-    if os.geteuid() != 0:
-        skip_not_component("FUSE mounts in these tests need root")
-    if not os.path.exists("/dev/fuse"):
-        pytest.skip("/dev/fuse is missing (kernel module fuse)")
-    if shutil.which("fusermount") is None and shutil.which("fusermount3") is None:
-        pytest.skip("fusermount is not installed (Debian package 'fuse3')")
-    try:
-        import fuse  # type: ignore[import-untyped]  # noqa: F401
-    except ImportError:
-        pytest.skip("fusepy is not installed (Python package 'fusepy')")
-    except OSError:
-        pytest.skip("libfuse2 is not installed (Debian package 'libfuse2')")
 
 
 @dataclass(frozen=True)
@@ -69,7 +56,7 @@ class Data:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Data:
-    _require_fuse()
+    require_fuse()
     root = tmp_path_factory.mktemp("mount")
     rng = random.Random(13)
     blob = rng.randbytes(1_100_000) + bytes(400_000) + rng.randbytes(300_000)

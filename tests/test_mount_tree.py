@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -16,14 +15,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import assert_clean_failure, require_fuse, run_cli
+from httputil import Upstream
+from treesnap import assert_same_tree, chattr_flags
 
 from desync_ref.formats import constants as c
 from desync_ref.formats.catar import CatarWriter, Entry
 from desync_ref.formats.index import parse_index
 from desync_ref.mount.table import build_table
-from tests.conftest import assert_clean_failure, run_cli
-from tests.httputil import Upstream
-from tests.treesnap import assert_same_tree, chattr_flags
 
 pytestmark = pytest.mark.compiled_pass_only
 
@@ -33,19 +32,6 @@ NOT_COMPARED = ("chattr", "projid")
 SMALL = b"the one small file of the tree\n"
 
 
-def _fuse_ready() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("FUSE mount tests need root (devices, owners, trusted xattrs)")
-    if not os.path.exists("/dev/fuse"):
-        pytest.skip("/dev/fuse is not available")
-    if shutil.which("fusermount") is None:
-        pytest.skip("fusermount is not installed (Debian package fuse3)")
-    try:
-        import fuse  # type: ignore[import-untyped]  # noqa: F401
-    except ImportError:
-        pytest.skip("fusepy is not installed (Python package fusepy)")
-    except OSError:
-        pytest.skip("libfuse is not installed (Debian package libfuse2)")
 
 
 def _set_times(path: Path, ns: int) -> None:
@@ -96,7 +82,7 @@ def _make_tree(top: Path) -> None:
 
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _fuse_ready()
+    require_fuse()
     w = tmp_path_factory.mktemp("mount-tree")
     _make_tree(w / "src")
     run_cli(["tar", w / "tree.catar", w / "src"])

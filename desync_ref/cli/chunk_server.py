@@ -12,9 +12,6 @@ Spec: spec/http.md.
 from __future__ import annotations
 
 import argparse
-import json
-import threading
-from typing import Final
 
 from desync_ref.cli.common import AppendSlice, _bool_flag, add_command, make_digest, store_options
 from desync_ref.cli.server_options import (
@@ -22,17 +19,14 @@ from desync_ref.cli.server_options import (
     server_options,
     validate_server_options,
 )
+from desync_ref.cli.store_file import reload_stores, store_locations
 from desync_ref.cli.usage import UsageError
-from desync_ref.errors import DesyncRefError, StoreError
 from desync_ref.formats.chunk import digest_function
 from desync_ref.stores import Store, WriteStore
 from desync_ref.stores.location import open_chain, open_writable
 from desync_ref.stores.options import StoreOptions
 from desync_ref.stores.storage_form import storage_form
 from desync_ref.stores.swap import SwapStore, SwapWriteStore
-
-# Requests still running on a replaced chain get this long before it is closed.
-OLD_STORE_GRACE: Final = 30.0
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -62,39 +56,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(run=run)
 
 
-def read_store_file(path: str) -> tuple[list[str], str]:
-    """desync ``readStoreFile``: ``{"stores": [...], "cache": "..."}``."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except OSError as exc:
-        raise StoreError(f"failed to read store-file '{path}': {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise StoreError(f"failed to read store-file '{path}': {exc.msg} at line {exc.lineno}") from None
-    if not isinstance(data, dict):
-        raise StoreError(f"failed to read store-file '{path}': expected a JSON object")
-    stores, cache = data.get("stores") or [], data.get("cache") or ""
-    if not isinstance(stores, list) or not all(isinstance(s, str) for s in stores) or not isinstance(cache, str):
-        raise StoreError(f"failed to read store-file '{path}': \"stores\" must be a list of strings, "
-                         "\"cache\" a string")
-    unknown = set(data) - {"stores", "cache"}
-    if unknown:
-        raise StoreError(f"failed to read store-file '{path}': unknown key \"{sorted(unknown)[0]}\"")
-    return stores, cache
-
-
 def build_store(args: argparse.Namespace, options: StoreOptions) -> Store:
     """desync ``chunkServerStore``: the chain from the flags or the store file."""
-    stores: list[str] = list(args.store)
-    cache: str = args.cache
-    if args.store_file:
-        if stores:
-            raise UsageError("--store and --store-file can't be used together")
-        if cache:
-            raise UsageError("--cache and --store-file can't be used together")
-        stores, cache = read_store_file(args.store_file)
-    if not stores:
-        raise UsageError("no store provided")
+    stores, cache = store_locations(args)
     if args.writable:
         if len(stores) > 1 or cache:
             raise UsageError("only one upstream store supported for writing and no cache")
@@ -129,21 +93,8 @@ def run(args: argparse.Namespace) -> int:
 
     def reload() -> None:
         assert swap is not None
-        try:
-            new = build_store(args, options)
-        except (DesyncRefError, OSError) as exc:
-            warn(PROG, f"failed to reload configuration: {exc}")
-            return
-        try:
-            old = swap.swap(new)
-        except DesyncRefError as exc:
-            new.close()
-            warn(PROG, f"failed to reload configuration: {exc}")
-            return
-        timer = threading.Timer(OLD_STORE_GRACE, old.close)
-        timer.daemon = True
-        timer.start()
-        warn(PROG, f"reloaded stores from {args.store_file}: {new}")
+        reload_stores(swap, lambda: build_store(args, options), lambda message: warn(PROG, message),
+                      args.store_file)
 
     try:
         return run_server(handler, serving, PROG, on_hup=reload if swap is not None else None)

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
 
-from desync_ref.cli.chunk_server import OLD_STORE_GRACE, read_store_file
 from desync_ref.cli.common import (
     AppendSlice,
     add_command,
@@ -28,6 +26,7 @@ from desync_ref.cli.common import (
     workers,
 )
 from desync_ref.cli.seed_options import add_seed_options, seed_specs
+from desync_ref.cli.store_file import reload_stores, store_locations
 from desync_ref.cli.usage import UsageError
 from desync_ref.errors import DesyncRefError
 from desync_ref.formats.chunk import digest_function
@@ -66,16 +65,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def build_store(args: argparse.Namespace, index: Index) -> Store:
     """desync ``mountIndexStore``: the chain from the flags or from the store file."""
-    stores: list[str] = list(args.store)
-    cache: str = args.cache
-    if args.store_file:
-        if stores:
-            raise UsageError("--store and --store-file can't be used together")
-        if cache:
-            raise UsageError("--cache and --store-file can't be used together")
-        stores, cache = read_store_file(args.store_file)
-    if not stores:
-        raise UsageError("no store provided")
+    stores, cache = store_locations(args)
     return open_chain(stores, cache or None, digest_function(index.digest), store_options(args))
 
 
@@ -160,15 +150,4 @@ def _mount_blob(args: argparse.Namespace, index: Index, store: Store, swap: Swap
 
 
 def _reload_stores(args: argparse.Namespace, index: Index, swap: SwapStore) -> None:
-    """desync: a store file that cannot be used keeps the stores in use, with a message."""
-    try:
-        new = build_store(args, index)
-    except (DesyncRefError, UsageError, OSError) as exc:
-        _say(f"failed to reload configuration: {exc}")
-        return
-    old = swap.swap(new)
-    # Reads still running on the old chain get some time before it is closed.
-    timer = threading.Timer(OLD_STORE_GRACE, old.close)
-    timer.daemon = True
-    timer.start()
-    _say(f"reloaded stores from {args.store_file}: {new}")
+    reload_stores(swap, lambda: build_store(args, index), _say, args.store_file)
