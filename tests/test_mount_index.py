@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_clean_failure, require_fuse, run_cli
 from httputil import Server, wait_for
+from rgw_server import Rgw
 from sshd_server import Sshd
 
 from desync_ref.formats.chunk import chunk_file_name
@@ -197,6 +198,25 @@ def test_sftp_store_reads(data: Data, tmp_path: Path, sshd: Sshd) -> None:
     location = f"sftp://{sshd.user}@127.0.0.1:{sshd.port}{data.store}"
     with mounted(tmp_path, ["-s", location], data.index_path, env=sshd.ssh_env()) as mount:
         check_reads(data, mount.file, seed=3, count=15)
+        assert mount.stop() == 0, mount.stderr()
+
+
+def test_ssh_store_reads(data: Data, tmp_path: Path, sshd: Sshd, casync: str) -> None:
+    """ssh:// with casync's own pull as the remote."""
+    with mounted(tmp_path, ["-s", f"ssh://127.0.0.1{data.store}"], data.index_path, env=sshd.ssh_env()) as mount:
+        check_reads(data, mount.file, seed=4, count=15)
+        assert mount.stop() == 0, mount.stderr()
+
+
+def test_s3_store_reads(data: Data, tmp_path: Path, rgw: Rgw) -> None:
+    bucket = rgw.bucket("mount-index")
+    env = rgw.key_env()
+    location = rgw.location(bucket, "store")
+    made = subprocess.run([sys.executable, "-m", "desync_ref", "cache", "-s", str(data.store), "-c", location,
+                           str(data.index_path)], env=env, capture_output=True, timeout=120)
+    assert made.returncode == 0, made.stderr.decode()
+    with mounted(tmp_path, ["-s", location], data.index_path, env=env) as mount:
+        check_reads(data, mount.file, seed=5, count=15)
         assert mount.stop() == 0, mount.stderr()
 
 
