@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final
 from mypy_extensions import i64
 
 if TYPE_CHECKING:
+    from librt.strings import read_i64_le
     from librt.vecs import vec
 
 WINDOW_SIZE: Final = 48  # CA_CHUNKER_WINDOW_SIZE (cachunker.h)
@@ -68,10 +69,20 @@ def _rol32(value: i64, shift: i64) -> i64:
 # roll; precomputing that rotation keeps the inner loop to two lookups. Compiled, the
 # tables are native i64 vectors (librt), which mypyc indexes without boxing; interpreted,
 # plain tuples, so the pure backend needs nothing beyond the standard library.
+# Likewise the scan reads eight input bytes per bounds check with librt's ``read_i64_le``
+# (one unaligned load in C, where ``data[i]`` costs a sign fix-up and a range check per
+# byte); the pure module reads the same word with ``int.from_bytes``. mypyc binds the call
+# to librt statically, so only the pure module looks the name up in its globals.
+def _read_i64_le(data: bytes, index: i64) -> i64:
+    return int.from_bytes(data[index:index + 8], "little", signed=True)
+
+
 if __file__.endswith(".py"):
     _ENTER: vec[i64] = BUZHASH_TABLE  # type: ignore[assignment]
     _LEAVE: vec[i64] = tuple(_rol32(v, WINDOW_SIZE) for v in BUZHASH_TABLE)  # type: ignore[assignment]
+    globals()["read_i64_le"] = _read_i64_le
 else:  # pragma: no cover - only in the mypyc build
+    from librt.strings import read_i64_le
     from librt.vecs import vec
 
     _ENTER = vec[i64](BUZHASH_TABLE)
@@ -145,20 +156,47 @@ def _scan_odd(data: bytes, h: i64, i: i64, stop: i64, discriminator: i64) -> i64
 
     The per-byte work is two table loads, a rotate, two xors and one multiply-compare:
     ``x = h + 1`` is a multiple of odd ``d`` iff ``x * inverse(d) mod 2**32 <= (2**32 - 1) // d``.
-    The one value that test misreads, ``x == 2**32`` (which wraps to 0), is checked only
-    after a hit, outside the per-byte path.
+    The one value that test misreads, ``x == 2**32`` (which wraps to 0; 2**32 is a
+    multiple of an odd ``d`` only for ``d == 1``), is checked only after a hit. The bytes
+    leaving and entering the window are read eight at a time as little-endian words.
     """
     inverse: i64 = _inverse32(discriminator)
     quotient_max: i64 = _MASK32 // discriminator
     leave = _LEAVE
     enter = _ENTER
+    while i + 8 <= stop:
+        old: i64 = read_i64_le(data, i - WINDOW_SIZE)
+        new: i64 = read_i64_le(data, i)
+        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[old & 255] ^ enter[new & 255])
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 1
+        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 8) & 255] ^ enter[(new >> 8) & 255])
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 2
+        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 16) & 255] ^ enter[(new >> 16) & 255])
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 3
+        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 24) & 255] ^ enter[(new >> 24) & 255])
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 4
+        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 32) & 255] ^ enter[(new >> 32) & 255])
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 5
+        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 40) & 255] ^ enter[(new >> 40) & 255])
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 6
+        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 48) & 255] ^ enter[(new >> 48) & 255])
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 7
+        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 56) & 255] ^ enter[(new >> 56) & 255])
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 8
+        i += 8
     while i < stop:
-        h = (((h << 1) | (h >> 31)) & _MASK32) ^ leave[data[i - WINDOW_SIZE]] ^ enter[data[i]]
+        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[data[i - WINDOW_SIZE]] ^ enter[data[i]])
         i += 1
-        if ((h + 1) * inverse) & _MASK32 <= quotient_max:
-            # 2**32 is a multiple of an odd d only for d == 1.
-            if h != _MASK32 or discriminator == 1:
-                return i
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i
     return -1
 
 
