@@ -118,6 +118,8 @@ def find_cut(data: bytes, pos: i64, end: i64, min_size: i64, max_size: i64, disc
     ``d = 2**k * m`` for odd ``m``: the low ``k`` bits must be zero and the rest times the
     inverse of ``m`` modulo 2**32 must not exceed ``(2**32 - 1) // m`` (the trick desync's
     chunker.go uses). It avoids a division per byte, which compiled code pays dearly for.
+    The first window is tested here with ``%``; the rolling scan is ``_scan_odd`` (``k == 0``,
+    casync's usual case: one multiply-compare per byte) or ``_scan_even``.
     """
     length: i64 = WINDOW_SIZE
     if min_size > length:  # a statement, not a conditional expression, which mypyc boxes
@@ -167,33 +169,33 @@ def _scan_odd(data: bytes, h: i64, i: i64, stop: i64, discriminator: i64) -> i64
     while i + 8 <= stop:
         old: i64 = read_i64_le(data, i - WINDOW_SIZE)
         new: i64 = read_i64_le(data, i)
-        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[old & 255] ^ enter[new & 255])
+        h = (((h << 1) | (h >> 31)) ^ (leave[old & 255] ^ enter[new & 255])) & _MASK32
         if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
             return i + 1
-        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 8) & 255] ^ enter[(new >> 8) & 255])
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 8) & 255] ^ enter[(new >> 8) & 255])) & _MASK32
         if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
             return i + 2
-        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 16) & 255] ^ enter[(new >> 16) & 255])
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 16) & 255] ^ enter[(new >> 16) & 255])) & _MASK32
         if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
             return i + 3
-        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 24) & 255] ^ enter[(new >> 24) & 255])
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 24) & 255] ^ enter[(new >> 24) & 255])) & _MASK32
         if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
             return i + 4
-        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 32) & 255] ^ enter[(new >> 32) & 255])
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 32) & 255] ^ enter[(new >> 32) & 255])) & _MASK32
         if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
             return i + 5
-        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 40) & 255] ^ enter[(new >> 40) & 255])
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 40) & 255] ^ enter[(new >> 40) & 255])) & _MASK32
         if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
             return i + 6
-        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 48) & 255] ^ enter[(new >> 48) & 255])
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 48) & 255] ^ enter[(new >> 48) & 255])) & _MASK32
         if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
             return i + 7
-        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[(old >> 56) & 255] ^ enter[(new >> 56) & 255])
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 56) & 255] ^ enter[(new >> 56) & 255])) & _MASK32
         if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
             return i + 8
         i += 8
     while i < stop:
-        h = (((h << 1) | (h >> 31)) & _MASK32) ^ (leave[data[i - WINDOW_SIZE]] ^ enter[data[i]])
+        h = (((h << 1) | (h >> 31)) ^ (leave[data[i - WINDOW_SIZE]] ^ enter[data[i]])) & _MASK32
         i += 1
         if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
             return i
