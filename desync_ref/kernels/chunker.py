@@ -69,19 +69,16 @@ def _rol32(value: i64, shift: i64) -> i64:
 # roll; precomputing that rotation keeps the inner loop to two lookups. Compiled, the
 # tables are native i64 vectors (librt), which mypyc indexes without boxing; interpreted,
 # plain tuples, so the pure backend needs nothing beyond the standard library.
-# Likewise the scan reads eight input bytes per bounds check with librt's ``read_i64_le``
-# (one unaligned load in C, where ``data[i]`` costs a sign fix-up and a range check per
-# byte); the pure module reads the same word with ``int.from_bytes``. mypyc binds the call
-# to librt statically, so only the pure module looks the name up in its globals.
-def _read_i64_le(data: bytes, index: i64) -> i64:
-    return int.from_bytes(data[index:index + 8], "little", signed=True)
-
-
+# Compiled, the scan also reads eight input bytes per bounds check with librt's
+# ``read_i64_le`` (one unaligned load in C, where ``data[i]`` costs a sign fix-up and a
+# range check per byte); interpreted, word reads and shifts cost more than byte indexing,
+# so the pure module takes the byte loop and never looks ``read_i64_le`` up.
 if __file__.endswith(".py"):
     _ENTER: vec[i64] = BUZHASH_TABLE  # type: ignore[assignment]
     _LEAVE: vec[i64] = tuple(_rol32(v, WINDOW_SIZE) for v in BUZHASH_TABLE)  # type: ignore[assignment]
-    globals()["read_i64_le"] = _read_i64_le
+    _WORDS = False
 else:  # pragma: no cover - only in the mypyc build
+    _WORDS = True
     from librt.strings import read_i64_le
     from librt.vecs import vec
 
@@ -160,13 +157,16 @@ def _scan_odd(data: bytes, h: i64, i: i64, stop: i64, discriminator: i64) -> i64
     ``x = h + 1`` is a multiple of odd ``d`` iff ``x * inverse(d) mod 2**32 <= (2**32 - 1) // d``.
     The one value that test misreads, ``x == 2**32`` (which wraps to 0; 2**32 is a
     multiple of an odd ``d`` only for ``d == 1``), is checked only after a hit. The bytes
-    leaving and entering the window are read eight at a time as little-endian words.
+    leaving and entering the window are read eight at a time as little-endian words when
+    compiled; the pure module takes the byte loop, which is faster interpreted (so the
+    compiled-versus-pure tests also compare the two loops).
     """
     inverse: i64 = _inverse32(discriminator)
     quotient_max: i64 = _MASK32 // discriminator
     leave = _LEAVE
     enter = _ENTER
-    while i + 8 <= stop:
+    words: bool = _WORDS
+    while words and i + 8 <= stop:
         old: i64 = read_i64_le(data, i - WINDOW_SIZE)
         new: i64 = read_i64_le(data, i)
         h = (((h << 1) | (h >> 31)) ^ (leave[old & 255] ^ enter[new & 255])) & _MASK32
