@@ -182,3 +182,84 @@ def test_assembler_batches_cover_every_chunk_once(sizes: list[int], target: int)
         assert (ends[-1] if ends else 0) == len(sizes)
         starts = [0, *ends][:len(ends)]
         assert all(sum(sizes[a:b - 1]) < target for a, b in zip(starts, ends, strict=True))
+
+
+def _rol32(value: int, shift: int) -> int:
+    shift %= 32
+    return ((value << shift) | (value >> (32 - shift))) & 0xFFFFFFFF if shift else value
+
+
+def _window_hashing_to(target: int, seed: int) -> bytes:
+    """48 bytes whose buzhash is ``target``: each byte picks one of two values, and the hash
+    is linear over GF(2) in those picks, so Gaussian elimination finds them."""
+    rng = random.Random(seed)
+    while True:
+        pairs = [rng.sample(range(256), 2) for _ in range(WINDOW_SIZE)]
+        base = [a for a, _ in pairs]
+        need = target ^ buzhash(bytes(base), 0, WINDOW_SIZE)
+        # column k: what switching byte k from its first to its second value flips
+        pivots: dict[int, tuple[int, int]] = {}  # top bit -> (vector, mask of bytes switched)
+        for k, (a, b) in enumerate(pairs):
+            vector = _rol32(BUZHASH_TABLE[a] ^ BUZHASH_TABLE[b], WINDOW_SIZE - 1 - k)
+            mask = 1 << k
+            while vector:
+                top = vector.bit_length() - 1
+                if top not in pivots:
+                    pivots[top] = (vector, mask)
+                    break
+                vector, mask = vector ^ pivots[top][0], mask ^ pivots[top][1]
+        chosen = 0
+        while need:
+            top = need.bit_length() - 1
+            if top not in pivots:
+                break
+            need, chosen = need ^ pivots[top][0], chosen ^ pivots[top][1]
+        if need == 0:
+            window = bytes(pairs[k][1] if chosen >> k & 1 else pairs[k][0] for k in range(WINDOW_SIZE))
+            assert buzhash(window, 0, WINDOW_SIZE) == target
+            return window
+
+
+def _cut_by_division(data: bytes, pos: int, end: int, lo: int, hi: int, d: int) -> int:
+    """casync's rule spelled out with ``%`` on every byte (no divisibility trick)."""
+    i = pos + max(lo, WINDOW_SIZE)
+    if i > end:
+        return -1
+    h = buzhash(data, i - WINDOW_SIZE, WINDOW_SIZE)
+    if i - pos >= hi or h % d == d - 1:
+        return i
+    while i < min(pos + hi, end):
+        h = buzhash_roll(h, data[i - WINDOW_SIZE], data[i])
+        i += 1
+        if h % d == d - 1:
+            return i
+    return i if i == pos + hi else -1
+
+
+@pytest.mark.parametrize("discriminator", [3, 49535, 65537, 1 << 12, 3 << 10])
+@pytest.mark.parametrize("step", range(1, 9))
+def test_all_ones_hash_cuts_only_where_division_does(step: int, discriminator: int) -> None:
+    """h == 2**32 - 1 makes ``h + 1`` wrap to 0 in the 32-bit divisibility test, which
+    reads 0 as a multiple of every d; only powers of two really divide 2**32. The window
+    hashing to all ones ends ``step`` bytes into the scan, so it lands on every position of
+    the eight-byte step; both backends must follow ``%``."""
+    window = _window_hashing_to(0xFFFFFFFF, step)
+    backends = [kernels.load_pure("chunker")]
+    compiled = kernels.load_compiled("chunker")
+    if compiled is not None:
+        backends.append(compiled)
+    rng = random.Random(step)
+    for _ in range(1000):  # a prefix whose hashes give no earlier cut
+        data = rng.randbytes(step) + window + rng.randbytes(200)
+        args = (data, 0, len(data), WINDOW_SIZE, len(data), discriminator)
+        expected = _cut_by_division(*args)
+        if expected == -1 or expected >= step + WINDOW_SIZE:
+            break
+    else:
+        raise AssertionError("no prefix without an earlier cut")
+    if discriminator & (discriminator - 1) == 0:
+        assert expected == step + WINDOW_SIZE
+    else:
+        assert expected != step + WINDOW_SIZE
+    for module in backends:
+        assert module.find_cut(*args) == expected

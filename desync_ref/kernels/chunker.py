@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Final
 from mypy_extensions import i64
 
 if TYPE_CHECKING:
+    from librt.strings import read_i64_le
     from librt.vecs import vec
 
 WINDOW_SIZE: Final = 48  # CA_CHUNKER_WINDOW_SIZE (cachunker.h)
@@ -68,10 +69,17 @@ def _rol32(value: i64, shift: i64) -> i64:
 # roll; precomputing that rotation keeps the inner loop to two lookups. Compiled, the
 # tables are native i64 vectors (librt), which mypyc indexes without boxing; interpreted,
 # plain tuples, so the pure backend needs nothing beyond the standard library.
+# Compiled, the scan also reads eight input bytes per bounds check with librt's
+# ``read_i64_le`` (one unaligned load in C, where ``data[i]`` costs a sign fix-up and a
+# range check per byte); interpreted, word reads and shifts cost more than byte indexing,
+# so the pure module takes the byte loop and never looks ``read_i64_le`` up.
 if __file__.endswith(".py"):
     _ENTER: vec[i64] = BUZHASH_TABLE  # type: ignore[assignment]
     _LEAVE: vec[i64] = tuple(_rol32(v, WINDOW_SIZE) for v in BUZHASH_TABLE)  # type: ignore[assignment]
+    _WORDS = False
 else:  # pragma: no cover - only in the mypyc build
+    _WORDS = True
+    from librt.strings import read_i64_le
     from librt.vecs import vec
 
     _ENTER = vec[i64](BUZHASH_TABLE)
@@ -107,37 +115,113 @@ def find_cut(data: bytes, pos: i64, end: i64, min_size: i64, max_size: i64, disc
     ``d = 2**k * m`` for odd ``m``: the low ``k`` bits must be zero and the rest times the
     inverse of ``m`` modulo 2**32 must not exceed ``(2**32 - 1) // m`` (the trick desync's
     chunker.go uses). It avoids a division per byte, which compiled code pays dearly for.
+    The first window is tested here with ``%``; the rolling scan is ``_scan_odd`` (``k == 0``,
+    casync's usual case: one multiply-compare per byte) or ``_scan_even``.
     """
-    length: i64 = min_size if min_size > WINDOW_SIZE else WINDOW_SIZE
+    length: i64 = WINDOW_SIZE
+    if min_size > length:  # a statement, not a conditional expression, which mypyc boxes
+        length = min_size
     i: i64 = pos + length
     if i > end:
         return -1
     h: i64 = buzhash(data, i - WINDOW_SIZE, WINDOW_SIZE)
     if length >= max_size or h % discriminator == discriminator - 1:
         return i
+    stop: i64 = pos + max_size
+    if stop > end:
+        stop = end
+    if discriminator & 1:
+        i = _scan_odd(data, h, i, stop, discriminator)
+    else:
+        i = _scan_even(data, h, i, stop, discriminator)
+    if i >= 0:
+        return i
+    if stop == pos + max_size:
+        return stop
+    return -1
+
+
+def _inverse32(odd: i64) -> i64:
+    """The inverse of ``odd`` modulo 2**32 (Newton's iteration doubles the correct bits)."""
+    inverse: i64 = odd
+    for _ in range(5):
+        inverse = (inverse * (2 - odd * inverse)) & _MASK32
+    return inverse
+
+
+def _scan_odd(data: bytes, h: i64, i: i64, stop: i64, discriminator: i64) -> i64:
+    """Roll from ``i`` to ``stop``; the offset after the first byte whose hash ``h`` has
+    ``h % d == d - 1``, else -1. ``d`` is odd (casync's usual case).
+
+    The per-byte work is two table loads, a rotate, two xors and one multiply-compare:
+    ``x = h + 1`` is a multiple of odd ``d`` iff ``x * inverse(d) mod 2**32 <= (2**32 - 1) // d``.
+    The one value that test misreads, ``x == 2**32`` (which wraps to 0; 2**32 is a
+    multiple of an odd ``d`` only for ``d == 1``), is checked only after a hit. The bytes
+    leaving and entering the window are read eight at a time as little-endian words when
+    compiled; the pure module takes the byte loop, which is faster interpreted (so the
+    compiled-versus-pure tests also compare the two loops).
+    """
+    inverse: i64 = _inverse32(discriminator)
+    quotient_max: i64 = _MASK32 // discriminator
+    leave = _LEAVE
+    enter = _ENTER
+    words: bool = _WORDS
+    while words and i + 8 <= stop:
+        old: i64 = read_i64_le(data, i - WINDOW_SIZE)
+        new: i64 = read_i64_le(data, i)
+        h = (((h << 1) | (h >> 31)) ^ (leave[old & 255] ^ enter[new & 255])) & _MASK32
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 1
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 8) & 255] ^ enter[(new >> 8) & 255])) & _MASK32
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 2
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 16) & 255] ^ enter[(new >> 16) & 255])) & _MASK32
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 3
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 24) & 255] ^ enter[(new >> 24) & 255])) & _MASK32
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 4
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 32) & 255] ^ enter[(new >> 32) & 255])) & _MASK32
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 5
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 40) & 255] ^ enter[(new >> 40) & 255])) & _MASK32
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 6
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 48) & 255] ^ enter[(new >> 48) & 255])) & _MASK32
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 7
+        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 56) & 255] ^ enter[(new >> 56) & 255])) & _MASK32
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i + 8
+        i += 8
+    while i < stop:
+        h = (((h << 1) | (h >> 31)) ^ (leave[data[i - WINDOW_SIZE]] ^ enter[data[i]])) & _MASK32
+        i += 1
+        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
+            return i
+    return -1
+
+
+def _scan_even(data: bytes, h: i64, i: i64, stop: i64, discriminator: i64) -> i64:
+    """``_scan_odd`` for ``d = 2**k * m`` with ``k > 0``: the low ``k`` bits of ``h + 1``
+    must be zero and the rest a multiple of odd ``m``. Kept apart so the odd loop carries
+    no shift or mask test."""
     shift: i64 = 0
     odd: i64 = discriminator
     while odd & 1 == 0:
         odd >>= 1
         shift += 1
     low_bits: i64 = (1 << shift) - 1
-    inverse: i64 = odd
-    for _ in range(5):  # Newton's iteration doubles the correct low bits each time
-        inverse = (inverse * (2 - odd * inverse)) & _MASK32
+    inverse: i64 = _inverse32(odd)
     quotient_max: i64 = _MASK32 // odd
-    stop: i64 = pos + max_size
-    if stop > end:
-        stop = end
     leave = _LEAVE
     enter = _ENTER
     while i < stop:
         h = (((h << 1) | (h >> 31)) & _MASK32) ^ leave[data[i - WINDOW_SIZE]] ^ enter[data[i]]
         i += 1
         x: i64 = h + 1
-        # x == 2**32 wraps to 0 in the product; it is a multiple of d only for d = 2**k.
+        # x == 2**32 (h all ones) is a multiple of d only for d = 2**k, where odd == 1.
         if (x & low_bits == 0 and ((x >> shift) * inverse) & _MASK32 <= quotient_max
                 and (odd == 1 or x != 0x100000000)):
             return i
-    if i == pos + max_size:
-        return i
     return -1
