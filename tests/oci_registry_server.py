@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from httputil import free_port
+from httputil import free_port, stop_process
 
 REGISTRY = "docker-registry"
 AUTH_USER = "desync"
@@ -70,15 +70,6 @@ def _start(work: Path, auth: str) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 def _need_registry() -> None:
     if shutil.which(REGISTRY) is None:
         pytest.skip("docker-registry is not installed (Debian package 'docker-registry')")
@@ -92,7 +83,7 @@ def oci_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]
     try:
         yield Registry(port, work)
     finally:
-        _stop(proc)
+        stop_process(proc, 10)
 
 
 @pytest.fixture(scope="session")
@@ -109,4 +100,4 @@ def oci_registry_auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Regi
     try:
         yield Registry(port, work, AUTH_USER, AUTH_PASSWORD)
     finally:
-        _stop(proc)
+        stop_process(proc, 10)

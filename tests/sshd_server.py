@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from httputil import free_port
+from httputil import free_port, stop_process
 
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
@@ -85,12 +85,7 @@ def running_sshd(work: Path) -> Iterator[Sshd]:
         wrapper.chmod(0o755)
         yield Sshd("127.0.0.1", port, user, keys / "client_key", known_hosts, wrapper, work)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
 
 
 @pytest.fixture(scope="session")

@@ -152,6 +152,10 @@ def compress(data: bytes) -> bytes:
 # Decompressed chunks never exceed casync's hard limit; a reader that knows the index's
 # max chunk size passes that instead (ChunkCheck.limit).
 MAX_DECOMPRESSED_SIZE: Final = CA_CHUNK_SIZE_LIMIT_MAX
+# The most bytes a store may hold for one chunk, read before anything is decoded: the
+# largest chunk grown by zstd's worst case (ZSTD_COMPRESSBOUND: n + n/256 + a little), with
+# room for an encrypted form's nonce and tag. Every backend bounds its reads with it.
+MAX_STORED_CHUNK_SIZE: Final = CA_CHUNK_SIZE_LIMIT_MAX + (CA_CHUNK_SIZE_LIMIT_MAX >> 8) + 4096
 
 # casync picks the decoder from the leading bytes (compressor.c, detect_compression).
 ZSTD_MAGIC: Final = b"\x28\xb5\x2f\xfd"

@@ -35,10 +35,15 @@ import urllib3
 from urllib3.exceptions import HTTPError, SSLError
 
 from desync_ref.errors import ChunkInvalid, ChunkMissing, IndexMissing, InvalidFormat, StoreError
-from desync_ref.formats.chunk import Digest, chunk_file_name, parse_chunk_path
+from desync_ref.formats.chunk import (
+    MAX_STORED_CHUNK_SIZE,
+    Digest,
+    chunk_file_name,
+    parse_chunk_path,
+)
 from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
-from desync_ref.stores.http import MAX_CHUNK_BODY, USER_AGENT, error_reason, proxy_for
+from desync_ref.stores.http import USER_AGENT, error_reason, proxy_for
 from desync_ref.stores.index_stores import MAX_INDEX_BYTES, valid_index_name
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.storage_form import StorageForm, storage_form
@@ -266,7 +271,7 @@ class GCSBase:
             resp.release_conn()
 
     def request(self, method: str, url: str, body: bytes | None = None, *,
-                content_type: str | None = None, limit: int = MAX_CHUNK_BODY) -> tuple[int, bytes]:
+                content_type: str | None = None, limit: int = MAX_STORED_CHUNK_SIZE) -> tuple[int, bytes]:
         """One exchange, tried ``error_retry`` times in all on transport errors, 5xx and 429,
         waiting N times the base interval after attempt N (desync's linear back-off)."""
         attempts = max(1, self.options.error_retry)
@@ -418,7 +423,7 @@ class GCSStore(GCSBase):
         all (a short read is transient; desync #335): only then is it invalid."""
         attempts = max(1, self.options.error_retry)
         for attempt in range(1, attempts + 1):
-            blob = self.get_object(self.key(chunk_id), MAX_CHUNK_BODY)
+            blob = self.get_object(self.key(chunk_id), MAX_STORED_CHUNK_SIZE)
             if blob is None:
                 raise ChunkMissing(chunk_id.hex(), str(self))
             try:

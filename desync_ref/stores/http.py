@@ -40,8 +40,7 @@ from urllib3.exceptions import (
 from urllib3.util import parse_url
 
 from desync_ref.errors import ChunkMissing, IndexMissing, InvalidFormat, StoreError
-from desync_ref.formats.chunk import Digest, chunk_file_name
-from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX
+from desync_ref.formats.chunk import MAX_STORED_CHUNK_SIZE, Digest, chunk_file_name
 from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
 from desync_ref.stores.index_stores import MAX_INDEX_BYTES
@@ -55,9 +54,6 @@ SCHEMES: Final = ("http://", "https://")
 # Go's http.Client stops after 10 redirects (defaultCheckRedirect).
 MAX_REDIRECTS: Final = 10
 REDIRECT_STATUSES: Final = (301, 302, 303, 307, 308)
-# Largest bodies read: a chunk holds at most CA_CHUNK_SIZE_LIMIT_MAX bytes; compressed it
-# may grow by zstd's worst case (ZSTD_COMPRESSBOUND: n + n/256 + a little).
-MAX_CHUNK_BODY: Final = CA_CHUNK_SIZE_LIMIT_MAX + (CA_CHUNK_SIZE_LIMIT_MAX >> 8) + 4096
 MAX_INDEX_BODY: Final = MAX_INDEX_BYTES
 # Error bodies are shown cut to 200 characters; no need to read more of them.
 MAX_ERROR_BODY: Final = 64 * 1024
@@ -141,7 +137,7 @@ class HTTPBase:
     """Shared request machinery for chunk and index stores under one base URL."""
 
     kind = "object"
-    max_body = MAX_CHUNK_BODY
+    max_body = MAX_STORED_CHUNK_SIZE
 
     def __init__(self, location: str, options: StoreOptions = DEFAULT_OPTIONS) -> None:
         shown = redact(location)

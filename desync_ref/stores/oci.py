@@ -41,10 +41,9 @@ import urllib3
 from urllib3.exceptions import HTTPError, InsecureRequestWarning, SSLError
 
 from desync_ref.errors import ChunkMissing, StoreError
-from desync_ref.formats.chunk import Digest, is_id_hex
+from desync_ref.formats.chunk import MAX_STORED_CHUNK_SIZE, Digest, is_id_hex
 from desync_ref.stores import Chunk
 from desync_ref.stores.http import (
-    MAX_CHUNK_BODY,
     MAX_ERROR_BODY,
     MAX_REDIRECTS,
     REDIRECT_STATUSES,
@@ -215,7 +214,7 @@ class OCIStore(HTTPBase):
         raise StoreError(f"{self.location}: {method} {redact(url)}: stopped after {MAX_REDIRECTS} redirects")
 
     def _call(self, method: str, url: str, scope: str, *, body: bytes | None = None,
-              headers: Mapping[str, str] | None = None, limit: int = MAX_CHUNK_BODY) -> _Reply:
+              headers: Mapping[str, str] | None = None, limit: int = MAX_STORED_CHUNK_SIZE) -> _Reply:
         """One request: authenticated on a 401 challenge, retried on transport errors, 408,
         429 and 5xx (``error_retry`` more attempts, attempt N waiting N base intervals)."""
         retries = max(0, self.options.error_retry)
@@ -354,7 +353,7 @@ class OCIStore(HTTPBase):
                 or not isinstance(blob_digest, str) or "/" in blob_digest):
             raise StoreError(f"manifest for chunk {chunk_id.hex()} in {self.location} references "
                              f"a blob of invalid size or digest")
-        reply = self._call("GET", self._path("blobs/" + blob_digest), "pull", limit=min(size, MAX_CHUNK_BODY))
+        reply = self._call("GET", self._path("blobs/" + blob_digest), "pull", limit=min(size, MAX_STORED_CHUNK_SIZE))
         if self._missing(reply):  # a manifest whose blob is gone: let other stores be tried
             raise ChunkMissing(chunk_id.hex(), self.location)
         if reply.status != 200:

@@ -47,8 +47,12 @@ from botocore.exceptions import (
 )
 
 from desync_ref.errors import ChunkInvalid, ChunkMissing, IndexMissing, InvalidFormat, StoreError
-from desync_ref.formats.chunk import Digest, chunk_file_name, parse_chunk_path
-from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX
+from desync_ref.formats.chunk import (
+    MAX_STORED_CHUNK_SIZE,
+    Digest,
+    chunk_file_name,
+    parse_chunk_path,
+)
 from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
 from desync_ref.stores.index_stores import MAX_INDEX_BYTES, valid_index_name
@@ -61,8 +65,6 @@ log = logging.getLogger(__name__)  # --verbose: retries and their causes
 T = TypeVar("T")
 
 LOOKUPS: Final = ("", "auto", "dns", "path")
-# A chunk holds at most CA_CHUNK_SIZE_LIMIT_MAX bytes; zstd may grow it by n/256 and a little.
-MAX_CHUNK_OBJECT: Final = CA_CHUNK_SIZE_LIMIT_MAX + (CA_CHUNK_SIZE_LIMIT_MAX >> 8) + 4096
 # Error codes S3 servers answer when asked to slow down (retried like a 5xx).
 THROTTLING: Final = frozenset({"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded",
                                "TooManyRequests", "RequestThrottled", "RequestTimeout"})
@@ -321,7 +323,7 @@ class S3Store(S3Base):
                 if failed.missing:
                     raise ChunkMissing(chunk_id.hex(), str(self)) from None
                 raise
-            return self.form.from_storage(chunk_id, self.read_body(response, MAX_CHUNK_OBJECT), digest)
+            return self.form.from_storage(chunk_id, self.read_body(response, MAX_STORED_CHUNK_SIZE), digest)
 
         return self.retrying(f"GET chunk {chunk_id.hex()} from", once)
 
