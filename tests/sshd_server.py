@@ -1,7 +1,7 @@
 """OpenSSH's sshd on 127.0.0.1, started once per test session (pytest plugin).
 
-Recipe: ../shared/guides/recipes/2-sshd.sh (throw-away ed25519 keys, ``UsePAM no``,
-``StrictModes no``, absolute ``sshd`` path, ``-D -e`` so the daemon stays our child). The
+Setup: throw-away ed25519 keys, ``UsePAM no``,
+``StrictModes no``, absolute ``sshd`` path, ``-D -e`` so the daemon stays our child. The
 fixture ``sshd`` gives the port, the client key, a known_hosts file that holds the host key,
 and ``ssh_wrapper``: one executable (casync's ``CASYNC_SSH_PATH`` takes no arguments) that
 runs OpenSSH's ``ssh`` with this key and known_hosts, so the real ssh client and the real
