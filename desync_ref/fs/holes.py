@@ -1,0 +1,108 @@
+"""Holes in files: finding a file's data regions, writing zeros as holes, punching holes.
+
+Spec: spec/extract.md § "Holes". casync writes runs of zeros of at least one file-system
+block as holes when it extracts or untars (``--punch-holes``, on by default; its
+``loop_write_with_holes`` in ``src/util.c``), and reads files with ``SEEK_DATA``/``SEEK_HOLE``
+nowhere: desync_ref does, where the file system can say, so that a sparse file's holes are
+neither read nor written.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+
+# linux/falloc.h
+FALLOC_FL_KEEP_SIZE = 0x01
+FALLOC_FL_PUNCH_HOLE = 0x02
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_libc.fallocate.restype = ctypes.c_int
+
+
+class HolesUnsupported(OSError):
+    """The file system cannot punch holes (``EOPNOTSUPP``)."""
+
+
+def data_regions(fd: int, start: int, end: int) -> list[tuple[int, int]]:
+    """The (offset, length) runs of ``fd`` in [start, end) that may hold data, in order.
+
+    Everything outside them reads as zeros. Where the file system cannot tell (``EINVAL``
+    or ``ENXIO`` from ``SEEK_DATA`` on a pipe, an old file system), the whole range is data.
+    """
+    regions: list[tuple[int, int]] = []
+    offset = start
+    while offset < end:
+        try:
+            data = os.lseek(fd, offset, os.SEEK_DATA)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # no data after offset: the rest is a hole
+                break
+            return [(start, end - start)] if end > start else []
+        if data >= end:
+            break
+        try:
+            hole = os.lseek(fd, data, os.SEEK_HOLE)
+        except OSError:
+            hole = end
+        hole = min(hole, end)
+        regions.append((data, hole - data))
+        offset = hole
+    return regions
+
+
+def punch_hole(fd: int, offset: int, length: int) -> None:
+    """Deallocate [offset, offset+length) of ``fd``; it reads as zeros after, the size stays."""
+    if length <= 0:
+        return
+    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        code = ctypes.get_errno()
+        if code in (errno.EOPNOTSUPP, errno.ENOSYS):
+            raise HolesUnsupported(code, os.strerror(code))
+        raise OSError(code, os.strerror(code))
+
+
+def zero_blocks(data: bytes | memoryview, offset: int, block: int) -> list[tuple[int, int]]:
+    """The runs of whole, block-aligned (in file offsets) all-zero blocks of ``data`` placed
+    at ``offset``, as (start, stop) positions within ``data``; merged where adjacent."""
+    view = memoryview(data).cast("B")
+    runs: list[tuple[int, int]] = []
+    first = (-offset) % block
+    zero = bytes(block)
+    position = first
+    while position + block <= len(view):
+        if view[position:position + block] == zero:
+            if runs and runs[-1][1] == position:
+                runs[-1] = (runs[-1][0], position + block)
+            else:
+                runs.append((position, position + block))
+        position += block
+    return runs
+
+
+def write_with_holes(fd: int, data: bytes | memoryview, offset: int, *, block: int,
+                     fresh: bool) -> int:
+    """``pwrite`` ``data`` at ``offset`` leaving its zero blocks unwritten: the bytes there read
+    as zeros because the region is a hole already (``fresh``: a file just sized with
+    ``ftruncate``) or because a hole is punched over what it held. Returns the bytes left as
+    holes. The caller falls back to plain writes on ``HolesUnsupported``."""
+    view = memoryview(data).cast("B")
+    position = 0
+    skipped = 0
+    for start, stop in zero_blocks(view, offset, block):
+        _write_all(fd, view[position:start], offset + position)
+        if not fresh:
+            punch_hole(fd, offset + start, stop - start)
+        skipped += stop - start
+        position = stop
+    _write_all(fd, view[position:], offset + position)
+    return skipped
+
+
+def _write_all(fd: int, view: memoryview, offset: int) -> None:
+    while len(view):
+        written = os.pwrite(fd, view, offset)
+        view = view[written:]
+        offset += written
