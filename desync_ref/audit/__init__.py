@@ -1,0 +1,1 @@
+"""Auditing tools: dump, diff (spec/dump.md, spec/diff.md)."""
