@@ -185,11 +185,12 @@ def _explain_cut(report: Report, side: Side, index: Index, chunk: IndexChunk, da
     casync = _cut(data, lo, hi, d)
     at_min = " (exactly min: the hash test at min passes)" if casync == lo and lo < hi else ""
     if chunk.size == casync:
-        report.add("explain", f"{side} follows casync's rules: casync cuts the chunk at "
-                   f"{start} at {start + casync}{at_min}", difference=False)
+        report.add("explain", f"{side} follows casync's rules: the chunk starting at {start} "
+                   f"ends at {start + casync}{at_min}", difference=False)
         return
-    report.add("explain", f"{side} does not follow casync's rules: casync cuts the chunk at "
-               f"{start} at {start + casync}{at_min}, {side} at {chunk.end}", difference=False)
+    report.add("explain", f"{side} does not follow casync's rules: casync would end the chunk "
+               f"starting at {start} at {start + casync}{at_min}, {side} ends it at {chunk.end}",
+               difference=False)
     # desync's rules (spec/deviations.md § Chunker): first candidate min + 1, discriminator
     # not clamped into [min, max]. Try each alone, then both.
     raw = discriminator_from_avg(sizes.avg)
