@@ -11,8 +11,8 @@ difference is one of them and which side shows desync's behaviour. A detector an
 from __future__ import annotations
 
 import stat
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from desync_ref.formats.constants import (

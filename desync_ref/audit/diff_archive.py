@@ -115,12 +115,14 @@ def _acl(entries: list[AclEntry]) -> str:
                            for e in entries) + "]"
 
 
-def _truncation(a: int, b: int) -> str:
-    """" (B truncated to microseconds)" when one time is the other rounded down."""
+def _truncation(a: int, b: int, flags_a: int, flags_b: int) -> str:
+    """" (B truncated to microseconds)" when one time is the other rounded down, and
+    whether that side's feature flags keep no finer times."""
     for unit, name in ((1000, "microseconds"), (10**9, "seconds"), (2 * 10**9, "2 seconds")):
-        for side, long, short in (("B", a, b), ("A", b, a)):
+        for side, long, short, flags in (("B", a, b, flags_b), ("A", b, a, flags_a)):
             if short == long - long % unit:
-                return f" ({side} truncated to {name})"
+                why = f", as {side}'s feature flags keep" if time_granularity(flags) == unit else ""
+                return f" ({side} truncated to {name}{why})"
     return ""
 
 
@@ -169,9 +171,10 @@ class _Differ:
         ta, tb = stat.S_IFMT(ea.mode), stat.S_IFMT(eb.mode)
         if ta != tb:
             self.add(path, f"type differs: A {_TYPES[ta]}, B {_TYPES[tb]}")
-            for side, t in (("A", ta), ("B", tb)):
-                record = _FINAL_RECORD.get(t)
-                if record is not None and _FINAL_RECORD.get(tb if side == "A" else ta) != record:
+            types: tuple[tuple[Side, int, int], ...] = (("A", ta, tb), ("B", tb, ta))
+            for side, mine, theirs in types:
+                record = _FINAL_RECORD.get(mine)
+                if record is not None and _FINAL_RECORD.get(theirs) != record:
                     self.lacks(path, record, side, 0)
         elif stat.S_IMODE(ea.mode) != stat.S_IMODE(eb.mode):
             self.add(path, f"mode differs: A {stat.S_IMODE(ea.mode):04o}, B {stat.S_IMODE(eb.mode):04o}")
@@ -181,7 +184,7 @@ class _Differ:
                 self.add(path, f"{name} differs: A {va}, B {vb}")
         if ea.mtime != eb.mtime:
             self.add(path, f"mtime differs: A {show_time(ea.mtime)}, B {show_time(eb.mtime)}"
-                     f"{_truncation(ea.mtime, eb.mtime)}")
+                     f"{_truncation(ea.mtime, eb.mtime, self.flags_a, self.flags_b)}")
         if ea.flags != eb.flags:
             self.add(path, f"file attribute flags differ: A 0x{ea.flags:x}, B 0x{eb.flags:x}")
         if ta == tb:
@@ -252,11 +255,11 @@ def diff_archives(a: dict[Path, Node], b: dict[Path, Node]) -> Report:
     """Every difference between two decoded archives, in archive order."""
     report = Report("archive")
     d = _Differ(report, a, b)
-    side = deviations.entry_flags(d.flags_a, d.flags_b)
-    known = [(deviations.ENTRY_FLAGS, side)] if side else []
+    tar_side = deviations.entry_flags(d.flags_a, d.flags_b)
+    known = [(deviations.ENTRY_FLAGS, tar_side)] if tar_side else []
     compare_flags(report, "archive feature flags", d.flags_a, d.flags_b, known)
     first = len(report.findings)
-    excludes = {"A": _caexclude_dirs(a), "B": _caexclude_dirs(b)}
+    excludes: dict[Side, set[Path]] = {"A": _caexclude_dirs(a), "B": _caexclude_dirs(b)}
     paths = sorted(a.keys() | b.keys())
     skip: Path | None = None  # a directory on one side only: its contents are not listed
     for n, path in enumerate(paths):

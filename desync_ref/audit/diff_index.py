@@ -173,9 +173,9 @@ def explain(report: Report, a: Index, b: Index, blob: BinaryIO, blob_size: int) 
             report.add("explain", f"{side}'s id of chunk {i} {'matches' if good else 'does not match'} "
                        f"the blob's bytes ({index.digest})", difference=False)
         return
-    start = ca.start
-    for side, index, chunk in (("A", a, ca), ("B", b, cb)):
-        _explain_cut(report, side, index, chunk, _read(blob, start, index.chunk_size_max))
+    sides: tuple[tuple[Side, Index, IndexChunk], ...] = (("A", a, ca), ("B", b, cb))
+    for side, index, chunk in sides:
+        _explain_cut(report, side, index, chunk, _read(blob, chunk.start, index.chunk_size_max))
 
 
 def _explain_cut(report: Report, side: Side, index: Index, chunk: IndexChunk, data: bytes) -> None:

@@ -66,19 +66,22 @@ def run(args: argparse.Namespace) -> int:
 
 def _diff(args: argparse.Namespace) -> Report:
     if args.explain and not args.blob:
-        raise UsageError("diff: --explain needs the blob (--blob FILE)")
+        raise UsageError("--explain needs the blob (--blob FILE)")
     kinds: tuple[Kind, Kind] = (sniff(args.a), sniff(args.b))
     indexes = {loc: load_index(args, loc) for loc, kind in zip((args.a, args.b), kinds, strict=True)
                if kind == "index"}
     archive = "catar" in kinds or (bool(args.store) and all(map(is_archive_index, indexes.values())))
     if archive:
         if args.blob:
-            raise UsageError("diff: --blob and --explain are for indexes of a blob")
+            raise UsageError("--blob and --explain are for indexes of a blob")
         if indexes and not args.store:
-            raise UsageError("diff: a caidx compared as an archive needs its store (-s STORE)")
+            raise UsageError("a caidx compared as an archive needs its store (-s STORE)")
         return diff_archives(_nodes(args, args.a, indexes), _nodes(args, args.b, indexes))
     a, b = indexes[args.a], indexes[args.b]
     report = diff_indexes(a, b)
+    if is_archive_index(a) and is_archive_index(b):
+        report.add("note", "both are archive indexes: -s STORE compares the archives instead",
+                   difference=False)
     if args.blob:
         with open(args.blob, "rb") as blob:
             explain(report, a, b, blob, os.fstat(blob.fileno()).st_size)
