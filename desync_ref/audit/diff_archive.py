@@ -280,7 +280,7 @@ def diff_archives(a: dict[Path, Node], b: dict[Path, Node]) -> Report:
         skip = path
     if len(report.findings) > first:
         f = report.findings[first]
-        report.findings.insert(0, type(f)("first difference", f"{f.where}: {f.text}",
+        report.findings.insert(first, type(f)("first difference", f"{f.where}: {f.text}",
                                           difference=False))
     report.summary.append(f"summary: {len(a)} entries in A, {len(b)} in B; {d.count} paths "
                           f"differ ({sum(1 for p in a if p not in b)} only in A, "
