@@ -169,3 +169,29 @@ def test_every_known_difference_is_a_row_of_the_deviations_page() -> None:
         assert section is not None, deviation.section
         assert f"| {deviation.topic} |" in section, deviation.topic
     assert len({d.key for d in deviations.DEVIATIONS}) == len(deviations.DEVIATIONS)
+
+
+def test_explain_does_not_blame_desync_for_any_other_cut(casync: str, tmp_path: Path) -> None:
+    data = craft_cut_at_min(SMALL, seed=5)
+    blob = tmp_path / "blob"
+    blob.write_bytes(data)
+    ours = casync_index(casync, tmp_path, blob, SMALL)
+    from desync_ref.formats.index import parse_index
+    index = parse_index(ours.read_bytes())
+    # A first cut 100 bytes past min: neither casync's (at min) nor desync's rules.
+    second = index.chunks[1]
+    cut = SMALL.min + 100
+
+    def chunk(start: int, end: int) -> IndexChunk:
+        return IndexChunk(start, end - start, hashlib.new("sha512_256", data[start:end]).digest())
+
+    odd = tmp_path / "odd.caibx"
+    odd.write_bytes(encode_index(Index(index.feature_flags, SMALL.min, SMALL.avg, SMALL.max,
+                                       [chunk(0, cut), chunk(cut, second.end), *index.chunks[2:]])))
+    code, report = diff_json("--explain", "--blob", blob, ours, odd)
+    assert code == 1
+    assert known(report) == []
+    findings = report["findings"]
+    assert isinstance(findings, list)
+    assert any(f["text"] == "B follows neither casync's rules nor a known desync difference"
+               for f in findings)
