@@ -41,7 +41,17 @@ from desync_ref.formats.constants import (
     UINT64_MAX,
 )
 from desync_ref.formats.encryption import ChunkCipher
-from desync_ref.formats.records import BYTES, FLAGS, ID, MAGIC, MODE, TEXT, TIME, Damage, Field, Record
+from desync_ref.formats.records import (
+    BYTES,
+    FLAGS,
+    ID,
+    MAGIC,
+    MODE,
+    TEXT,
+    TIME,
+    Damage,
+    Field,
+)
 
 SCHEMA: Final = "desync-ref-dump/1"  # JSON "schema" value; a change of layout bumps it
 
@@ -100,7 +110,7 @@ def _time(ns: int) -> str:
     ns = ns - (1 << 64) if ns >= 1 << 63 else ns  # stored as u64, read signed (spec/catar.md)
     seconds, frac = divmod(ns, 1_000_000_000)
     try:
-        when = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+        when = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
     except (OverflowError, OSError, ValueError):
         return f"{ns} ns (out of range)"
     return f"{when:%Y-%m-%dT%H:%M:%S}.{frac:09d}Z"

@@ -92,7 +92,10 @@ class Dissection:
 
     def take(self, items: Iterable[Record | Damage]) -> None:
         for item in items:
-            (self.damage if isinstance(item, Damage) else self.records).append(item)  # type: ignore[arg-type]
+            if isinstance(item, Damage):
+                self.damage.append(item)
+            else:
+                self.records.append(item)
 
 
 # --- type detection ----------------------------------------------------------------------------
@@ -105,12 +108,12 @@ def detect_type(name: str, data: bytes) -> str | None:
     if ".cacnk" in name.rsplit("/", 1)[-1] or encrypted_name(name):
         return CACNK
     if len(data) >= 16:
-        kind = int.from_bytes(data[8:16], "little")
-        if kind == 0x96824D9C7B129FF9:  # CA_FORMAT_INDEX: which of the two the flags can't say
+        magic = int.from_bytes(data[8:16], "little")
+        if magic == 0x96824D9C7B129FF9:  # CA_FORMAT_INDEX: which of the two the flags can't say
             return CAIBX
-        if kind == CA_FORMAT_ENTRY:
+        if magic == CA_FORMAT_ENTRY:
             return CATAR
-        if kind == proto.HELLO:
+        if magic == proto.HELLO:
             return PROTOCOL
     if data.startswith(ZSTD_MAGIC):
         return CACNK

@@ -12,7 +12,13 @@ import argparse
 import os
 import sys
 
-from desync_ref.cli.common import AppendSlice, add_command, add_remote_options, print_json, store_options
+from desync_ref.cli.common import (
+    AppendSlice,
+    add_command,
+    add_remote_options,
+    print_json,
+    store_options,
+)
 from desync_ref.cli.usage import UsageError
 
 FORMATS = ("text", "json")
@@ -51,7 +57,14 @@ def _read(path: str) -> bytes:
 
 def run(args: argparse.Namespace) -> int:
     from desync_ref.audit import dump
-    from desync_ref.audit.dump_formats import CACNK, CAIBX, CAIDX, TYPES, detect_type, encrypted_name
+    from desync_ref.audit.dump_formats import (
+        CACNK,
+        CAIBX,
+        CAIDX,
+        TYPES,
+        detect_type,
+        encrypted_name,
+    )
     from desync_ref.formats.chunk import ChunkCheck, digest_function
     from desync_ref.formats.encryption import chunk_cipher
     from desync_ref.stores.location import open_chain
@@ -83,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         index_digest = digest_function("sha512-256" if int(d.records[0].fields[2].value) & (1 << 61) else "sha256")
         store = open_chain(args.store, None, index_digest, store_options(args))
         try:
-            dump.add_stream(d, lambda cid, size: store.get_chunk(cid, ChunkCheck(index_digest, size)).data)
+            dump.add_stream(d, lambda cid, size: store.get_chunk(cid, ChunkCheck(index_digest, size)).data())
         finally:
             store.close()
     if span is not None:
