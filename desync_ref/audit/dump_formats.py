@@ -143,7 +143,7 @@ def dissect_index(data: bytes, kind: str = CAIBX) -> Dissection:
 
 def index_chunks(d: Dissection) -> list[tuple[int, int, bytes]]:
     """(start, size, id) of every table item a dissection of an index found."""
-    return [(int(r.fields[1].value), int(r.fields[2].value), bytes(r.fields[3].value))  # type: ignore[arg-type]
+    return [(int(r.fields[1].value), int(r.fields[2].value), bytes(r.fields[3].value))
             for r in d.records if r.type == "TABLE_ITEM"]
 
 
