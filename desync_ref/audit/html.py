@@ -102,36 +102,36 @@ def _owners(d: Dissection, size: int) -> tuple[list[int], list[str]]:
     return rec, fld
 
 
+def _span(key: tuple[int, str], text: str) -> str:
+    r, f = key
+    cls = [f"r{r % 2}"] if r >= 0 else []
+    attrs = f' data-r="{r}"' if r >= 0 else ""
+    if f:
+        cls.append("f")
+        attrs += f' data-f="{f}"'
+    return f'<span class="{" ".join(cls)}"{attrs}>{text}</span>'
+
+
 def _hex_view(d: Dissection, data: bytes) -> str:
+    """Rows of 16 bytes; each run of bytes of one field (or record) is one span, a byte
+    where damage lies is marked on its own."""
     shown = data[:HEX_LIMIT]
     rec, fld = _owners(d, len(shown))
     bad = {x.offset for x in d.damage}
     lines = []
     for row in range(0, len(shown), _ROW):
-        parts = [f'<span class="off">{row:08x}</span>  ']
-        run: list[str] = []
-        key: tuple[int, str] | None = None
-
-        def flush() -> None:
-            if not run or key is None:
-                return
-            r, f = key
-            cls = [f"r{r % 2}"] if r >= 0 else []
-            attrs = f' data-r="{r}"' if r >= 0 else ""
-            if f:
-                cls.append("f")
-                attrs += f' data-f="{f}"'
-            parts.append(f'<span class="{" ".join(cls)}"{attrs}>{" ".join(run)}</span> ')
-
+        runs: list[tuple[tuple[int, str], list[str]]] = []
         for b in range(row, min(row + _ROW, len(shown))):
-            here = (rec[b], fld[b])
-            if here != key or b in bad:
-                flush()
-                run, key = [], here
+            key = (rec[b], fld[b])
             text = f"{shown[b]:02x}"
-            run.append(f'<span class="damage" title="damage">{text}</span>' if b in bad else text)
-        flush()
-        lines.append("".join(parts).rstrip())
+            if b in bad:
+                text = f'<span class="damage" title="damage">{text}</span>'
+            if runs and runs[-1][0] == key and b not in bad:
+                runs[-1][1].append(text)
+            else:
+                runs.append((key, [text]))
+        body = " ".join(_span(key, " ".join(texts)) for key, texts in runs)
+        lines.append(f'<span class="off">{row:08x}</span>  {body}')
     more = f"\n... {len(data) - HEX_LIMIT} more bytes not shown" if len(data) > HEX_LIMIT else ""
     return "\n".join(lines) + more
 
