@@ -238,7 +238,7 @@ class CatarDecoder:
         """(size, type) of the next record without consuming it; None at a clean end of
         input, NEED_DATA while the header is incomplete."""
         avail = self._avail()
-        self._at = self.offset
+        self._at = self._base + self._pos
         if avail >= HEADER.size:
             size, kind = HEADER.unpack_from(self._buf, self._pos)
             return size, kind
