@@ -191,3 +191,29 @@ def test_truncated_catar_names_where_it_ends(tmp_path: Path, monkeypatch: pytest
     code, doc = dump_json([str(path)], monkeypatch)
     assert code == 1 and doc["damage"][0]["offset"] == 500
     assert struct.unpack_from("<Q", archive, 0)[0] == 64
+
+
+def test_truncated_protocol_capture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    capture = (ROOT / "fixtures/casync_protocol/client.bin").read_bytes()
+    path = tmp_path / "x.bin"
+    path.write_bytes(capture[:30])  # HELLO (24 bytes), then 6 bytes of a header
+    code, doc = dump_json(["--type", "casync-protocol", str(path)], monkeypatch)
+    assert code == 1
+    assert [r["type"] for r in doc["records"]] == ["HELLO"]
+    assert [d["offset"] for d in doc["damage"]] == [24]
+
+
+def test_caidx_with_a_chunk_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "empty").mkdir()
+    code, doc = dump_json(["-s", str(tmp_path / "empty"), "fixtures/catar/golden/basic-default.caidx"],
+                          monkeypatch)
+    assert code == 1 and doc["valid"] is False and doc["damage"] == []
+    assert doc["stream"]["damage"][0]["offset"] == 0
+    assert "not found" in doc["stream"]["damage"][0]["message"]
+
+
+def test_stdin_by_content(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = (ROOT / "fixtures/desync/testdata/flat.catar").read_bytes()
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, doc = dump_json(["-"], monkeypatch)
+    assert code == 0 and doc["type"] == "catar" and doc["size"] == len(data)
