@@ -9,14 +9,17 @@ import io
 import json
 import re
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conformance.corrupt_index_cases import CORRUPTIONS, ERROR_CASE
 from desync_ref.audit.dump import SPEC_ANCHORS
 from desync_ref.cli import main
 from desync_ref.formats.index import encode_index, parse_index
+from fixtures.cases import golden_index_path
 from tests import catar_bytes as cb
 from tests.test_core_index import _corrupt, sample_index
 from tests.test_hostile_archives import CATAR_CASES, build
@@ -115,10 +118,10 @@ def test_bad_usage_exits_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
 # Corrupted indexes of tests/test_core_index.py (sample_index: 2 items, 184 bytes) and the
 # offset each damage lies at.
 INDEX_CASES = {
-    "truncated": (lambda raw: raw[:-1], 104),  # item 1 and the tail no longer fit from 104
+    "truncated": (lambda raw: raw[:-1], 144),  # 39 bytes where the tail should be
     "header only": (lambda raw: raw[:48], 48),
-    "trailing bytes": (lambda raw: raw + b"\0" * 40, 144),  # the old tail is read as item 2: its end 0 does not increase
-    "one trailing byte": (lambda raw: raw + b"\0", 144),
+    "trailing bytes": (lambda raw: raw + b"\0" * 40, 184),  # after the tail
+    "one trailing byte": (lambda raw: raw + b"\0", 184),
     "wrong magic": (lambda raw: _corrupt(raw, 8, 0x1234), 8),
     "wrong header size": (lambda raw: _corrupt(raw, 0, 56), 0),
     "unknown flag bit": (lambda raw: _corrupt(raw, 16, 0xB000000000000000 | 1 << 40), 16),
@@ -146,6 +149,56 @@ def test_corrupted_index(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert doc["damage"][0]["offset"] == offset
     code, text = dump([str(path)], monkeypatch)
     assert code == 1 and f"DAMAGE at {offset}: " in text
+
+
+def _first_bad_item(data: bytes) -> int:
+    """Offset of the first table item whose chunk is empty, backwards or over the max (a
+    reading of spec/index.md of this test's own)."""
+    cmax = struct.unpack_from("<Q", data, 40)[0]
+    prev = 0
+    for at in range(64, len(data) - 40, 40):
+        end = struct.unpack_from("<Q", data, at)[0]
+        if not prev < end <= prev + cmax:
+            return at
+        prev = end
+    raise AssertionError("no bad item")
+
+
+# conformance/corrupt_index_cases.py's corruptions of a golden index, and where each lies
+# (n: the golden's item count, so its tail is at 64 + 40 n).
+CONFORMANCE_AT: dict[str, Callable[[bytes, int], int]] = {
+    "empty-file": lambda d, n: 0,
+    "truncated-header": lambda d, n: 30,
+    "truncated-mid-item": lambda d, n: 64 + 40 * 3,  # items 0-2 whole, 20 bytes of item 3
+    "truncated-no-tail": lambda d, n: 64 + 40 * n,
+    "truncated-mid-tail": lambda d, n: 64 + 40 * n,
+    "bad-magic": lambda d, n: 8,
+    "bad-table-magic": lambda d, n: 56,
+    "garbled-tail-marker": lambda d, n: 64 + 40 * n + 32,
+    "garbled-tail-zero-fill": lambda d, n: 64 + 40 * n + 8,
+    "chunk-over-max": lambda d, n: _first_bad_item(d),
+    "offsets-not-increasing": lambda d, n: _first_bad_item(d),
+    "trailing-bytes": lambda d, n: 64 + 40 * n + 40,
+    "wrong-tail-size": lambda d, n: 64 + 40 * n + 24,
+}
+
+
+def test_every_conformance_corruption_is_covered() -> None:
+    assert set(CONFORMANCE_AT) == set(CORRUPTIONS)
+
+
+@pytest.mark.parametrize("case", sorted(CONFORMANCE_AT))
+def test_conformance_corruption(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    golden = Path(golden_index_path(ERROR_CASE)).read_bytes()
+    n = len(parse_index(golden).chunks)
+    data = CORRUPTIONS[case].mutate(golden)
+    if case in ("chunk-over-max", "offsets-not-increasing"):
+        n = (len(data) - 104) // 40
+    path = tmp_path / "damaged.caibx"
+    path.write_bytes(data)
+    code, doc = dump_json([str(path)], monkeypatch)
+    assert code == 1
+    assert doc["damage"][0]["offset"] == CONFORMANCE_AT[case](data, n)
 
 
 # The hostile archives of tests/test_hostile_archives.py: the FILENAME record that breaks

@@ -137,8 +137,9 @@ def _size_damage(data: bytes) -> Damage | None:
                   f"a {TABLE_TAIL_SIZE}-byte table tail", f"{len(data) - at} bytes")
 
 
-def _tail_damage(data: bytes, count: int) -> Damage | None:
-    at = len(data) - TABLE_TAIL_SIZE
+def _tail_damage(data: bytes, count: int, at: int | None = None) -> Damage | None:
+    """The tail's checks; ``at`` is where it lies (by default the last 40 bytes)."""
+    at = len(data) - TABLE_TAIL_SIZE if at is None else at
     zero1, zero2, index_offset, tail_size, marker = _TABLE_TAIL.unpack_from(data, at)
     expected_table = TABLE_HEADER_SIZE + count * TABLE_ITEM_SIZE + TABLE_TAIL_SIZE
     for field_at, want, got in ((32, CA_FORMAT_TABLE_TAIL_MARKER, marker), (0, 0, zero1),
@@ -210,12 +211,17 @@ def scan_index(data: bytes) -> Iterator[Record | Damage]:
     damage = _table_header_damage(data)
     if damage is not None:
         yield damage
+    # Items are walked as casync reads them, one after the other, until the one that begins
+    # with the tail's zero fill (a real item's end offset is never 0); the strict parser
+    # finds the tail by the file's length instead, and the two agree on every valid index.
     cmax = _INDEX_HEADER.unpack_from(data, 0)[5]
-    count = (len(data) - _FIXED) // TABLE_ITEM_SIZE
     start = 0
     offset = INDEX_HEADER_SIZE + TABLE_HEADER_SIZE
-    for n in range(count):
+    n = 0
+    while offset + TABLE_ITEM_SIZE <= len(data):
         end, chunk_id = _TABLE_ITEM.unpack_from(data, offset)
+        if end == 0:
+            break
         yield Record(offset, TABLE_ITEM_SIZE, "TABLE_ITEM",
                      (Field("offset", offset, 8, end), Field("chunk_start", offset, 8, start),
                       Field("chunk_size", offset, 8, end - start),
@@ -226,13 +232,19 @@ def scan_index(data: bytes) -> Iterator[Record | Damage]:
             return
         offset += TABLE_ITEM_SIZE
         start = end
-    damage = _size_damage(data)
-    if damage is not None:
-        yield damage
+        n += 1
+    size_problem = _size_damage(data)
+    message = size_problem.message if size_problem is not None else ""
+    left = len(data) - offset
+    if left < TABLE_TAIL_SIZE:
+        yield Damage(offset, message or "index has a bad table tail (truncated or trailing bytes?)",
+                     f"a {TABLE_TAIL_SIZE}-byte table tail", f"{left} bytes")
         return
-    at = len(data) - TABLE_TAIL_SIZE
-    yield Record(at, TABLE_TAIL_SIZE, "TABLE_TAIL", u64_fields(
-        data, at, ("zero_fill1", "zero_fill2", "index_offset", "size", "marker"), {"marker": MAGIC}))
-    damage = _tail_damage(data, count)
+    yield Record(offset, TABLE_TAIL_SIZE, "TABLE_TAIL", u64_fields(
+        data, offset, ("zero_fill1", "zero_fill2", "index_offset", "size", "marker"), {"marker": MAGIC}))
+    damage = _tail_damage(data, n, offset)
     if damage is not None:
         yield damage
+    if left > TABLE_TAIL_SIZE:
+        yield Damage(offset + TABLE_TAIL_SIZE, message or "index has a bad table tail (truncated or trailing bytes?)",
+                     "the end of the file", f"{left - TABLE_TAIL_SIZE} more bytes")
