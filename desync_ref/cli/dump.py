@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         detect_type,
         encrypted_name,
     )
-    from desync_ref.formats.chunk import ChunkCheck, digest_function
+    from desync_ref.formats.chunk import ChunkCheck, digest_from_flags, digest_function
     from desync_ref.formats.encryption import chunk_cipher
     from desync_ref.stores.location import open_chain
     from desync_ref.stores.storage_form import ENCRYPTION_KEY_ENV
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     digest = getattr(args, "digest", None) or "sha512-256"
     d = dump.dissect(data, kind, args.file, cipher, digest)
     if args.store and d.records and not [x for x in d.damage if x.offset < 64]:
-        index_digest = digest_function("sha512-256" if int(d.records[0].fields[2].value) & (1 << 61) else "sha256")
+        index_digest = digest_function(digest_from_flags(int(d.records[0].fields[2].value)))
         store = open_chain(args.store, None, index_digest, store_options(args))
         try:
             dump.add_stream(d, lambda cid, size: store.get_chunk(cid, ChunkCheck(index_digest, size)).data())
