@@ -24,6 +24,9 @@ from tests import catar_bytes as cb
 from tests.test_core_index import _corrupt, sample_index
 from tests.test_hostile_archives import CATAR_CASES, build
 
+# Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
+pytestmark = pytest.mark.compiled_pass_only
+
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = ROOT / "fixtures" / "golden" / "dump"
 CASES: dict[str, dict[str, Any]] = json.loads((GOLDEN / "cases.json").read_text())
