@@ -1,1 +1,3 @@
-"""Auditing tools: dump, diff (spec/dump.md, spec/diff.md)."""
+"""Auditing tools: ``dump`` (every record of a casync file, with offsets and decoded fields,
+as text, JSON or one HTML page; spec/dump.md) and ``diff`` (where two indexes or archives
+part, and which known casync/desync difference explains it; spec/diff.md)."""

@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "chunk": "chunk",
     "chunk-server": "chunk_server",
     "config": "config_cmd",
+    "dump": "dump",
     "index-server": "index_server",
     "info": "info",
     "inspect-chunks": "inspect_chunks",

@@ -158,10 +158,19 @@ _ENTRY, _META, _PAYLOAD, _CHILD, _DONE = range(5)
 class CatarDecoder:
     """Validating catar decoder; see the module docstring for the protocol.
 
-    After an ``InvalidFormat`` the decoder is dead: every later call raises it again.
+    After an ``InvalidFormat`` the decoder is dead: every later call raises it again, and
+    ``error_offset`` says where the damage is (the record being read, or the end of the
+    input when it ended short).
+
+    ``on_record``, when set, sees every record as it is consumed: ``(offset, size, type,
+    body)`` with the body after the 16-byte header (empty for PAYLOAD, whose contents come
+    as events). The dissector (``desync_ref.audit``) reads the archive through it.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_record: Callable[[int, int, int, bytes], None] | None = None) -> None:
+        self.on_record = on_record
+        self.error_offset: int | None = None
+        self._at = 0  # offset of the record being read
         self._buf = bytearray()
         self._pos = 0  # first unconsumed byte of _buf
         self._base = 0  # archive offset of _buf[0]
@@ -213,11 +222,13 @@ class CatarDecoder:
                     return event
         except InvalidFormat as exc:
             self._error = exc
+            self.error_offset = self._at
             raise
 
     # --- input helpers ---------------------------------------------------------------------
 
     def _truncated(self) -> InvalidFormat:
+        self._at = self._base + len(self._buf)
         return InvalidFormat(f"archive is truncated at offset {self._base + len(self._buf)}")
 
     def _avail(self) -> int:
@@ -227,6 +238,7 @@ class CatarDecoder:
         """(size, type) of the next record without consuming it; None at a clean end of
         input, NEED_DATA while the header is incomplete."""
         avail = self._avail()
+        self._at = self._base + self._pos
         if avail >= HEADER.size:
             size, kind = HEADER.unpack_from(self._buf, self._pos)
             return size, kind
@@ -245,6 +257,8 @@ class CatarDecoder:
                 raise self._truncated()
             return None
         body = bytes(memoryview(self._buf)[self._pos + HEADER.size:self._pos + size])
+        if self.on_record is not None:
+            self.on_record(self.offset, size, HEADER.unpack_from(self._buf, self._pos)[1], body)
         self._pos += size
         return body
 
@@ -380,6 +394,8 @@ class CatarDecoder:
         if stat.S_ISREG(mode):
             if kind != CA_FORMAT_PAYLOAD or size < HEADER.size:
                 raise InvalidFormat(f"regular file at offset {start} has no PAYLOAD record")
+            if self.on_record is not None:
+                self.on_record(self.offset, size, kind, b"")
             self._pos += HEADER.size
             e.size = self._payload_left = size - HEADER.size
             self._state = _PAYLOAD

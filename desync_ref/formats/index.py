@@ -25,11 +25,13 @@ from desync_ref.formats.constants import (
     UINT64_MAX,
     feature_flags_are_normalized,
 )
+from desync_ref.formats.records import FLAGS, ID, MAGIC, Damage, Field, Record, u64_fields
 
 INDEX_HEADER_SIZE: Final = 48  # sizeof(CaFormatIndex)
 TABLE_HEADER_SIZE: Final = 16  # offsetof(CaFormatTable, items)
 TABLE_ITEM_SIZE: Final = 8 + CA_CHUNK_ID_SIZE  # sizeof(CaFormatTableItem)
 TABLE_TAIL_SIZE: Final = 40  # sizeof(CaFormatTableTail)
+_FIXED: Final = INDEX_HEADER_SIZE + TABLE_HEADER_SIZE + TABLE_TAIL_SIZE
 
 _INDEX_HEADER = struct.Struct("<6Q")
 _TABLE_HEADER = struct.Struct("<2Q")
@@ -68,8 +70,6 @@ class Index:
         return self.chunks[-1].end if self.chunks else 0
 
 
-
-
 def encode_index(index: Index) -> bytes:
     return b"".join(iter_index_bytes(index))
 
@@ -95,55 +95,156 @@ def write_index(index: Index, out: BinaryIO) -> None:
         out.write(part)
 
 
-def parse_index(data: bytes) -> Index:
-    """Decode and validate a whole index; every inconsistency raises InvalidFormat."""
-    fixed = INDEX_HEADER_SIZE + TABLE_HEADER_SIZE + TABLE_TAIL_SIZE
-    if len(data) < fixed:
-        raise InvalidFormat(f"index is truncated ({len(data)} bytes, at least {fixed} needed)")
+def _header_damage(data: bytes) -> Damage | None:
+    """The INDEX object's checks, in casync's order (``ca_index_read_head``)."""
     size, kind, flags, cmin, cavg, cmax = _INDEX_HEADER.unpack_from(data, 0)
     if size != INDEX_HEADER_SIZE or kind != CA_FORMAT_INDEX:
-        raise InvalidFormat("not a casync index (bad index header magic)")
+        at, want, got = ((0, str(INDEX_HEADER_SIZE), str(size)) if size != INDEX_HEADER_SIZE
+                         else (8, f"0x{CA_FORMAT_INDEX:016x}", f"0x{kind:016x}"))
+        return Damage(at, "not a casync index (bad index header magic)", want, got)
     if not feature_flags_are_normalized(flags):
-        raise InvalidFormat(f"index has unknown or unnormalized feature flags 0x{flags:016x}")
-    for name, value in (("min", cmin), ("avg", cavg), ("max", cmax)):
+        return Damage(16, f"index has unknown or unnormalized feature flags 0x{flags:016x}",
+                      "known, normalized feature flags", f"0x{flags:016x}")
+    for at, name, value in ((24, "min", cmin), (32, "avg", cavg), (40, "max", cmax)):
         if not CA_CHUNK_SIZE_LIMIT_MIN <= value <= CA_CHUNK_SIZE_LIMIT_MAX:
-            raise InvalidFormat(f"index chunk size {name} {value} is out of range")
+            return Damage(at, f"index chunk size {name} {value} is out of range",
+                          f"{CA_CHUNK_SIZE_LIMIT_MIN}..{CA_CHUNK_SIZE_LIMIT_MAX}", str(value))
     if not cmin <= cavg <= cmax:
-        raise InvalidFormat(f"index chunk sizes {cmin}:{cavg}:{cmax} are not ordered")
+        return Damage(24, f"index chunk sizes {cmin}:{cavg}:{cmax} are not ordered",
+                      "min <= avg <= max", f"{cmin}:{cavg}:{cmax}")
+    return None
+
+
+def _table_header_damage(data: bytes) -> Damage | None:
     table_size, table_kind = _TABLE_HEADER.unpack_from(data, INDEX_HEADER_SIZE)
-    if table_size != UINT64_MAX or table_kind != CA_FORMAT_TABLE:
-        raise InvalidFormat("index has a bad table header")
-    body = len(data) - fixed
-    if body % TABLE_ITEM_SIZE:
-        raise InvalidFormat(
-            f"index size {len(data)} does not fit header, whole table items and tail "
-            "(truncated or trailing bytes)"
-        )
-    count = body // TABLE_ITEM_SIZE
-    zero1, zero2, index_offset, tail_size, marker = _TABLE_TAIL.unpack_from(
-        data, len(data) - TABLE_TAIL_SIZE
-    )
+    if table_size != UINT64_MAX:
+        return Damage(INDEX_HEADER_SIZE, "index has a bad table header", f"0x{UINT64_MAX:x}",
+                      f"0x{table_size:x}")
+    if table_kind != CA_FORMAT_TABLE:
+        return Damage(INDEX_HEADER_SIZE + 8, "index has a bad table header",
+                      f"0x{CA_FORMAT_TABLE:016x}", f"0x{table_kind:016x}")
+    return None
+
+
+def _size_damage(data: bytes) -> Damage | None:
+    """The table must be whole items and a tail: its bytes say where the damage starts."""
+    body = len(data) - _FIXED
+    if not body % TABLE_ITEM_SIZE:
+        return None
+    at = INDEX_HEADER_SIZE + TABLE_HEADER_SIZE + body // TABLE_ITEM_SIZE * TABLE_ITEM_SIZE
+    return Damage(at, f"index size {len(data)} does not fit header, whole table items and tail "
+                      "(truncated or trailing bytes)",
+                  f"a {TABLE_TAIL_SIZE}-byte table tail", f"{len(data) - at} bytes")
+
+
+def _tail_damage(data: bytes, count: int, at: int | None = None) -> Damage | None:
+    """The tail's checks; ``at`` is where it lies (by default the last 40 bytes)."""
+    at = len(data) - TABLE_TAIL_SIZE if at is None else at
+    zero1, zero2, index_offset, tail_size, marker = _TABLE_TAIL.unpack_from(data, at)
     expected_table = TABLE_HEADER_SIZE + count * TABLE_ITEM_SIZE + TABLE_TAIL_SIZE
-    if (
-        marker != CA_FORMAT_TABLE_TAIL_MARKER
-        or zero1
-        or zero2
-        or index_offset != INDEX_HEADER_SIZE
-        or tail_size != expected_table
-    ):
-        raise InvalidFormat("index has a bad table tail (truncated or trailing bytes?)")
+    for field_at, want, got in ((32, CA_FORMAT_TABLE_TAIL_MARKER, marker), (0, 0, zero1),
+                                (8, 0, zero2), (16, INDEX_HEADER_SIZE, index_offset),
+                                (24, expected_table, tail_size)):
+        if want != got:
+            return Damage(at + field_at, "index has a bad table tail (truncated or trailing bytes?)",
+                          f"0x{want:x}", f"0x{got:x}")
+    return None
+
+
+def _item_damage(n: int, at: int, start: int, end: int, cmax: int) -> Damage | None:
+    if end <= start:
+        return Damage(at, f"index table item {n}: offset {end} is not increasing",
+                      f"an end offset above {start}", str(end))
+    if end - start > cmax:
+        return Damage(at, f"index table item {n}: chunk of {end - start} bytes exceeds max {cmax}",
+                      f"at most {cmax} bytes", f"{end - start} bytes")
+    return None
+
+
+def parse_index(data: bytes) -> Index:
+    """Decode and validate a whole index; every inconsistency raises InvalidFormat."""
+    if len(data) < _FIXED:
+        raise InvalidFormat(f"index is truncated ({len(data)} bytes, at least {_FIXED} needed)")
+    _, _, flags, cmin, cavg, cmax = _INDEX_HEADER.unpack_from(data, 0)
+    count = (len(data) - _FIXED) // TABLE_ITEM_SIZE
+    for damage in (_header_damage(data), _table_header_damage(data), _size_damage(data),
+                   _tail_damage(data, count)):
+        if damage is not None:
+            raise InvalidFormat(damage.message)
     chunks: list[IndexChunk] = []
     start = 0
     offset = INDEX_HEADER_SIZE + TABLE_HEADER_SIZE
     for n in range(count):
         end, chunk_id = _TABLE_ITEM.unpack_from(data, offset)
+        damage = _item_damage(n, offset, start, end, cmax)
+        if damage is not None:
+            raise InvalidFormat(damage.message)
         offset += TABLE_ITEM_SIZE
-        if end <= start:
-            raise InvalidFormat(f"index table item {n}: offset {end} is not increasing")
-        if end - start > cmax:
-            raise InvalidFormat(
-                f"index table item {n}: chunk of {end - start} bytes exceeds max {cmax}"
-            )
         chunks.append(IndexChunk(start, end - start, chunk_id))
         start = end
     return Index(flags, cmin, cavg, cmax, chunks)
+
+
+def scan_index(data: bytes) -> Iterator[Record | Damage]:
+    """The tolerant reading of an index (``desync-ref dump``): its records in file order,
+    each checked as :func:`parse_index` checks it, damage handed out as a value. A header
+    that is not an index's, or bytes that end short of the next record, end the scan; a
+    bad value is reported and the scan goes on."""
+    if len(data) < INDEX_HEADER_SIZE:
+        yield Damage(len(data), f"index is truncated ({len(data)} bytes, at least {_FIXED} needed)",
+                     f"a {INDEX_HEADER_SIZE}-byte INDEX object", f"{len(data)} bytes")
+        return
+    yield Record(0, INDEX_HEADER_SIZE, "INDEX", u64_fields(
+        data, 0, ("size", "type", "feature_flags", "chunk_size_min", "chunk_size_avg", "chunk_size_max"),
+        {"type": MAGIC, "feature_flags": FLAGS}))
+    damage = _header_damage(data)
+    if damage is not None:
+        yield damage
+        if damage.offset < 16:
+            return
+    if len(data) < _FIXED:
+        yield Damage(len(data), f"index is truncated ({len(data)} bytes, at least {_FIXED} needed)",
+                     f"at least {_FIXED} bytes", f"{len(data)} bytes")
+        return
+    yield Record(INDEX_HEADER_SIZE, TABLE_HEADER_SIZE, "TABLE",
+                 u64_fields(data, INDEX_HEADER_SIZE, ("size", "type"), {"size": MAGIC, "type": MAGIC}))
+    damage = _table_header_damage(data)
+    if damage is not None:
+        yield damage
+    # Items are walked as casync reads them, one after the other, until the one that begins
+    # with the tail's zero fill (a real item's end offset is never 0); the strict parser
+    # finds the tail by the file's length instead, and the two agree on every valid index.
+    cmax = _INDEX_HEADER.unpack_from(data, 0)[5]
+    start = 0
+    offset = INDEX_HEADER_SIZE + TABLE_HEADER_SIZE
+    n = 0
+    while offset + TABLE_ITEM_SIZE <= len(data):
+        end, chunk_id = _TABLE_ITEM.unpack_from(data, offset)
+        if end == 0:
+            break
+        yield Record(offset, TABLE_ITEM_SIZE, "TABLE_ITEM",
+                     (Field("offset", offset, 8, end), Field("chunk_start", offset, 8, start),
+                      Field("chunk_size", offset, 8, end - start),
+                      Field("chunk", offset + 8, CA_CHUNK_ID_SIZE, chunk_id, ID)))
+        damage = _item_damage(n, offset, start, end, cmax)
+        if damage is not None:
+            yield damage
+            return
+        offset += TABLE_ITEM_SIZE
+        start = end
+        n += 1
+    size_problem = _size_damage(data)
+    message = size_problem.message if size_problem is not None else ""
+    left = len(data) - offset
+    if left < TABLE_TAIL_SIZE:
+        yield Damage(offset, message or "index has a bad table tail (truncated or trailing bytes?)",
+                     f"a {TABLE_TAIL_SIZE}-byte table tail", f"{left} bytes")
+        return
+    yield Record(offset, TABLE_TAIL_SIZE, "TABLE_TAIL", u64_fields(
+        data, offset, ("zero_fill1", "zero_fill2", "index_offset", "size", "marker"), {"marker": MAGIC}))
+    damage = _tail_damage(data, n, offset)
+    if damage is not None:
+        yield damage
+    if left > TABLE_TAIL_SIZE:
+        yield Damage(offset + TABLE_TAIL_SIZE, message or "index has a bad table tail (truncated or trailing bytes?)",
+                     "the end of the file", f"{left - TABLE_TAIL_SIZE} more bytes")
