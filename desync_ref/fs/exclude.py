@@ -117,22 +117,17 @@ def parse_line(line: bytes) -> Pattern:
 def _lines(read: Iterator[bytes]) -> Iterator[bytes]:
     """casync ``read_line``: ``\\n`` and NUL end a line; a line of LINE_LIMIT bytes or more
     is an error."""
-    pending = b""
+    pending, number = b"", 1
+    too_long = f"longer than {LINE_LIMIT - 1} bytes"
     for block in read:
-        pending += block
-        start = 0
-        while True:
-            ends = [at for at in (pending.find(b"\n", start), pending.find(b"\0", start)) if at >= 0]
-            if not ends:
-                break
-            end = min(ends)
-            if end - start >= LINE_LIMIT:
-                raise ExcludeFileError(f"line longer than {LINE_LIMIT - 1} bytes")
-            yield pending[start:end]
-            start = end + 1
-        pending = pending[start:]
+        *complete, pending = (pending + block.replace(b"\0", b"\n")).split(b"\n")
+        for line in complete:
+            if len(line) >= LINE_LIMIT:
+                raise ExcludeFileError(f"line {number}: {too_long}")
+            yield line
+            number += 1
         if len(pending) >= LINE_LIMIT:
-            raise ExcludeFileError(f"line longer than {LINE_LIMIT - 1} bytes")
+            raise ExcludeFileError(f"line {number}: {too_long}")
     if pending:
         yield pending
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Final
 
 from desync_ref.errors import DesyncRefError, UnsupportedEntry
-from desync_ref.fs import exclude
 from desync_ref.formats import constants as c
 from desync_ref.formats.catar import CatarWriter, Entry
 from desync_ref.formats.flag_rules import (
@@ -31,6 +30,7 @@ from desync_ref.formats.flag_rules import (
     type_allowed,
     xattr_name_stored,
 )
+from desync_ref.fs import exclude
 from desync_ref.fs.acl import read_acls
 
 FS_IOC_GETFLAGS: Final = 0x80086601
