@@ -52,6 +52,7 @@ COMMANDS: dict[str, str] = {
     "mtree": "mtree",
     "mount-index": "mount_index",
     "mount-archive": "mount_archive",
+    "digest": "digest",
 }
 # Global options that take a value (the value is not the command name).
 _GLOBAL_WITH_VALUE = ("--config", "--digest")
