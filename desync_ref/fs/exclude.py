@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final
 
-from desync_ref.errors import DesyncRefError
+from desync_ref.errors import InvalidFormat
 
 EXCLUDE_FILE_NAME: Final = b".caexclude"
 # util.h LARGE_LINE_MAX: a line this long (without its delimiter) is an error (ENOBUFS).
@@ -34,10 +34,6 @@ _WHITESPACE: Final = b" \t"  # util.h WHITESPACE: what strstrip removes (not \r)
 _FNM_PERIOD: Final = 1 << 2  # <fnmatch.h>
 _FNM_NOMATCH: Final = 1
 _READ_BLOCK: Final = 64 * 1024
-
-
-class ExcludeFileError(DesyncRefError):
-    """A ``.caexclude`` casync refuses too (a bad line, a line too long, unreadable)."""
 
 
 class Kind(enum.Enum):
@@ -81,7 +77,7 @@ def fnmatch(pattern: bytes, name: bytes) -> bool:
         return True
     if result == _FNM_NOMATCH:
         return False
-    raise ExcludeFileError(f"pattern '{os.fsdecode(pattern)}' cannot be matched")
+    raise InvalidFormat(f"pattern '{os.fsdecode(pattern)}' cannot be matched")
 
 
 def parse_line(line: bytes) -> Pattern:
@@ -102,10 +98,10 @@ def parse_line(line: bytes) -> Pattern:
         elif parts:
             parts[-1] = (parts[-1][0], True)
         else:
-            raise ExcludeFileError("empty pattern")
+            raise InvalidFormat("empty pattern")
     for name, _ in parts:
         if name in (b".", b".."):
-            raise ExcludeFileError(f"'{os.fsdecode(name)}' is not allowed as a path component")
+            raise InvalidFormat(f"'{os.fsdecode(name)}' is not allowed as a path component")
     # Built from the last component up: each INNER component holds the next one.
     name, directory_only = parts[-1]
     pattern = Pattern(kind, name, anchored or len(parts) > 1, directory_only)
@@ -123,11 +119,11 @@ def _lines(read: Iterator[bytes]) -> Iterator[bytes]:
         *complete, pending = (pending + block.replace(b"\0", b"\n")).split(b"\n")
         for line in complete:
             if len(line) >= LINE_LIMIT:
-                raise ExcludeFileError(f"line {number}: {too_long}")
+                raise InvalidFormat(f"line {number}: {too_long}")
             yield line
             number += 1
         if len(pending) >= LINE_LIMIT:
-            raise ExcludeFileError(f"line {number}: {too_long}")
+            raise InvalidFormat(f"line {number}: {too_long}")
     if pending:
         yield pending
 
@@ -143,8 +139,8 @@ def parse_rules(blocks: Iterator[bytes]) -> Rules:
             continue
         try:
             rules.append(parse_line(line))
-        except ExcludeFileError as exc:
-            raise ExcludeFileError(f"line {number}: {exc}: '{os.fsdecode(line)}'") from None
+        except InvalidFormat as exc:
+            raise InvalidFormat(f"line {number}: {exc}: '{os.fsdecode(line)}'") from None
     return tuple(rules)
 
 
@@ -155,7 +151,7 @@ def read_rules(dir_fd: int) -> Rules:
     try:
         fd = os.open(EXCLUDE_FILE_NAME, flags, dir_fd=dir_fd)
     except OSError as exc:
-        raise ExcludeFileError(os.strerror(exc.errno or errno.EIO)) from None
+        raise InvalidFormat(os.strerror(exc.errno or errno.EIO)) from None
 
     def blocks() -> Iterator[bytes]:
         while True:
@@ -170,7 +166,7 @@ def read_rules(dir_fd: int) -> Rules:
     try:
         return parse_rules(blocks())
     except OSError as exc:
-        raise ExcludeFileError(os.strerror(exc.errno or errno.EIO)) from None
+        raise InvalidFormat(os.strerror(exc.errno or errno.EIO)) from None
     finally:
         os.close(fd)
 

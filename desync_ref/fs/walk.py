@@ -20,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from desync_ref.errors import DesyncRefError, UnsupportedEntry
+from desync_ref.errors import DesyncRefError, InvalidFormat, UnsupportedEntry
 from desync_ref.formats import constants as c
 from desync_ref.formats.catar import CatarWriter, Entry
 from desync_ref.formats.flag_rules import (
@@ -252,9 +252,9 @@ class _DirectoryRules:
             self.unread = False
             try:
                 self.rules += exclude.read_rules(self.fd)
-            except exclude.ExcludeFileError as exc:
+            except InvalidFormat as exc:  # a .caexclude casync refuses too
                 where = os.fsdecode(os.path.join(*self.path, exclude.EXCLUDE_FILE_NAME))
-                raise exclude.ExcludeFileError(f"{where}: {exc}") from None
+                raise InvalidFormat(f"{where}: {exc}") from None
         if not self.rules:
             return False, ()
         return exclude.test(self.rules, name, is_directory)
