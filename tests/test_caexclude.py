@@ -11,6 +11,9 @@ import pytest
 from desync_ref.fs import exclude
 from tests.conftest import assert_clean_failure, run_cli
 
+# The tree walk is what is tested; the chunker's kernels have their own compiled/pure tests.
+pytestmark = pytest.mark.compiled_pass_only
+
 # desync_ref's default flag set, spelled for casync (spec/deviations.md § catar archives).
 WITH = ["--with=32bit-uids", "--with=nsec-time", "--with=permissions", "--with=symlinks",
         "--with=device-nodes", "--with=fifos", "--with=sockets", "--with=xattrs"]
