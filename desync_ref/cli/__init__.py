@@ -54,6 +54,7 @@ COMMANDS: dict[str, str] = {
     "mount-index": "mount_index",
     "mount-archive": "mount_archive",
     "diff": "diff",
+    "digest": "digest",
 }
 # Global options that take a value (the value is not the command name).
 _GLOBAL_WITH_VALUE = ("--config", "--digest")

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from desync_ref.chunking import DEFAULT_CHUNK_SIZES, ChunkSizes
+from desync_ref.cli.chunk_size import casync_chunk_sizes
 from desync_ref.cli.usage import UsageError
 from desync_ref.config import Config, apply_entry, load_config
 from desync_ref.errors import InvalidParameter
@@ -109,24 +110,30 @@ def print_json(value: object, out: TextIO) -> None:
 
 
 def parse_chunk_sizes(text: str) -> ChunkSizes:
-    """desync's ``-m min:avg:max`` in KiB (``cmd/desync/make.go``, ``parseChunkSizeParam``);
-    sizes the chunker refuses are a usage error of the flag, with the chunker's message."""
+    """desync's ``-m min:avg:max`` in KiB (``cmd/desync/make.go``, ``parseChunkSizeParam``),
+    else casync's ``--chunk-size=`` syntax in bytes (``cli/chunk_size.py``); sizes the chunker
+    refuses are a usage error of the flag, with the chunker's message."""
     parts = text.split(":")
-    if len(parts) != 3:
-        raise UsageError(f"invalid chunk size '{text}'")
     try:
-        values = [int(p) * 1024 for p in parts]
+        values = [int(p) * 1024 for p in parts] if len(parts) == 3 else None
     except ValueError:
-        raise UsageError(f"invalid chunk size '{text}'") from None
+        values = None
     try:
-        return ChunkSizes(values[0], values[1], values[2])
+        if values is not None:
+            return ChunkSizes(values[0], values[1], values[2])
+        sizes = casync_chunk_sizes(text)
     except InvalidParameter as exc:
         raise UsageError(str(exc)) from None
+    if isinstance(sizes, str):
+        raise UsageError(f"invalid chunk size '{text}': {sizes}")
+    return sizes
 
 
 def add_chunk_size_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--chunk-size", type=parse_chunk_sizes,
-                        default=DEFAULT_CHUNK_SIZES, help="min:avg:max chunk size in kb")
+                        default=DEFAULT_CHUNK_SIZES,
+                        help="min:avg:max chunk size in kb, or casync's AVG or MIN:AVG:MAX "
+                        "in bytes with K/M/G suffixes (64K, 16K:64K:256K)")
 
 
 def _bool_flag(text: str) -> bool:

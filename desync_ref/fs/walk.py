@@ -3,7 +3,8 @@
 Spec: ``spec/catar.md`` § "Feature flags" and § "Reading a tree". What is read per node
 and how the flags shape it follows casync ``src/caencoder.c``
 (``ca_encoder_get_entry_data``, ``ca_encoder_node_read_*``, ``ca_encoder_fixup_mode``,
-``ca_encoder_fixup_mtime``, ``ca_encoder_shall_store_child_node``, ``uid_to_name``).
+``ca_encoder_fixup_mtime``, ``ca_encoder_shall_store_child_node``, ``uid_to_name``);
+``.caexclude`` files as in § "Exclusion files" (``fs/exclude.py``).
 Memory: one directory listing per open level, and file payloads in fixed-size blocks.
 """
 
@@ -19,7 +20,7 @@ import struct
 from dataclasses import dataclass
 from typing import Final
 
-from desync_ref.errors import DesyncRefError, UnsupportedEntry
+from desync_ref.errors import DesyncRefError, InvalidFormat, UnsupportedEntry
 from desync_ref.formats import constants as c
 from desync_ref.formats.catar import CatarWriter, Entry
 from desync_ref.formats.flag_rules import (
@@ -29,6 +30,7 @@ from desync_ref.formats.flag_rules import (
     type_allowed,
     xattr_name_stored,
 )
+from desync_ref.fs import exclude
 from desync_ref.fs.acl import read_acls
 
 FS_IOC_GETFLAGS: Final = 0x80086601
@@ -84,6 +86,10 @@ class TreeEncoder:
         self.flags = flags
         self.no_time = no_time
         self.names = _Names(flags)
+        # The exclusion rules the child directory about to be encoded inherits, and the
+        # path to it (for messages).
+        self._inherited: exclude.Rules = ()
+        self._path: list[bytes] = []
 
     def encode(self, path: str) -> None:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -189,9 +195,9 @@ class TreeEncoder:
     def _children(self, fd: int, depth: int) -> None:
         names = sorted(os.fsencode(n) for n in os.listdir(fd))
         dev = os.fstat(fd).st_dev
-        if self.flags & c.CA_FORMAT_EXCLUDE_FILE and b".caexclude" in names:
-            raise UnsupportedEntry(".caexclude files are not supported (use --without exclude-file "
-                             "semantics of casync: remove the file)")
+        rules = _DirectoryRules(fd, self._inherited, exclude.EXCLUDE_FILE_NAME in names,
+                                self.flags & c.CA_FORMAT_EXCLUDE_FILE != 0, self._path)
+        self._inherited = ()
         for name in names:
             st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             child_fd = None
@@ -205,8 +211,13 @@ class TreeEncoder:
                     st = os.fstat(child_fd)
                 if not self._keep(child_fd, st, dev):
                     continue
+                excluded, self._inherited = rules.test(name, stat.S_ISDIR(st.st_mode))
+                if excluded:
+                    continue
                 self.w.begin_child(name)
+                self._path.append(name)
                 self._node(child_fd, st, fd, name, depth + 1)
+                self._path.pop()
                 self.w.end_child()
             finally:
                 if child_fd is not None:
@@ -221,3 +232,29 @@ class TreeEncoder:
         if fd is not None and self.flags & c.CA_FORMAT_EXCLUDE_NODUMP:
             return not read_chattr(fd) & FS_NODUMP_FL
         return True
+
+
+class _DirectoryRules:
+    """One directory's exclusion rules: inherited ones plus its own ``.caexclude``, read
+    when the first child that passed the other checks is tested, as casync reads it
+    (``ca_encoder_node_load_exclude_file``)."""
+
+    def __init__(self, fd: int, inherited: exclude.Rules, has_file: bool, enabled: bool,
+                 path: list[bytes]) -> None:
+        self.fd, self.rules, self.enabled = fd, inherited, enabled
+        self.unread = enabled and has_file
+        self.path = path
+
+    def test(self, name: bytes, is_directory: bool) -> tuple[bool, exclude.Rules]:
+        if not self.enabled:
+            return False, ()
+        if self.unread:
+            self.unread = False
+            try:
+                self.rules += exclude.read_rules(self.fd)
+            except InvalidFormat as exc:  # a .caexclude casync refuses too
+                where = os.fsdecode(os.path.join(*self.path, exclude.EXCLUDE_FILE_NAME))
+                raise InvalidFormat(f"{where}: {exc}") from None
+        if not self.rules:
+            return False, ()
+        return exclude.test(self.rules, name, is_directory)
