@@ -28,7 +28,7 @@ class InvalidParameter(DesyncRefError):
 
 class UnsupportedEntry(DesyncRefError):
     """A file-system node the chosen feature flags cannot archive (a node type left out,
-    an owner wider than 16 bits, a ``.caexclude`` file)."""
+    an owner wider than 16 bits)."""
 
 
 class ServerSetupError(DesyncRefError):
