@@ -45,11 +45,23 @@ def test_cat_into_fifo_feeds_its_reader(made: Path, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["fifo"]
 
 
-def test_cat_into_dev_stdout_pipe(made: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "desync_ref", "cat", "-s", str(made / "store"),
-                           str(made / "blob.caibx"), "/dev/stdout"], capture_output=True, timeout=60)
+@pytest.mark.parametrize("stdout_kind", ["pipe", "file"])
+def test_cat_into_dev_fd_1(made: Path, tmp_path: Path, stdout_kind: str) -> None:
+    """``/dev/fd/1`` (what ``/dev/stdout`` points at), whether stdout is a pipe or a file,
+    gets the bytes written into it. (``/dev/fd/1`` rather than ``/dev/stdout``: a
+    regression renaming a temp file over the name must fail here, not replace the
+    machine's /dev/stdout link.)"""
+    args = [sys.executable, "-m", "desync_ref", "cat", "-s", str(made / "store"),
+            str(made / "blob.caibx"), "/dev/fd/1"]
+    if stdout_kind == "pipe":
+        proc = subprocess.run(args, capture_output=True, timeout=60)
+        got = proc.stdout
+    else:
+        with open(tmp_path / "out", "wb") as out:
+            proc = subprocess.run(args, stdout=out, stderr=subprocess.PIPE, timeout=60)
+        got = (tmp_path / "out").read_bytes()
     assert proc.returncode == 0, proc.stderr.decode()
-    assert proc.stdout == (made / "blob").read_bytes()
+    assert got == (made / "blob").read_bytes()
 
 
 def _corrupt_store(made: Path, tmp_path: Path) -> tuple[Path, bytes]:

@@ -42,8 +42,12 @@ def current_umask() -> int:
 
 
 def is_stream(target: str | os.PathLike[str]) -> bool:
-    """Whether ``target`` exists and is something other than a regular file or directory
-    (symlinks followed: ``/dev/stdout`` is a link to the process's descriptor)."""
+    """Whether ``target`` is written in place: it exists and is something other than a
+    regular file or directory (symlinks followed: ``/dev/stdout`` is a link to the process's
+    descriptor), or it is a name under ``/dev`` or ``/proc`` whatever it points at
+    (``/dev/stdout`` redirected to a file: a rename there would replace the link itself)."""
+    if os.path.abspath(target).startswith(("/dev/", "/proc/")):
+        return True
     try:
         mode = os.stat(target).st_mode
     except OSError:
