@@ -54,6 +54,9 @@ COMMANDS: dict[str, str] = {
     "mtree": "mtree",
     "mount-index": "mount_index",
     "mount-archive": "mount_archive",
+    "upgrade-s3": "upgrade_s3",
+    "manpage": "manpage",
+    "completion": "completion",
 }
 # Global options that take a value (the value is not the command name).
 _GLOBAL_WITH_VALUE = ("--config", "--digest")
@@ -160,6 +163,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from desync_ref.cli.common import command_config
 
+        if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (cli/completion.py)
+            from desync_ref.cli.completion import complete_if_asked
+
+            complete_if_asked(build_parser)
         args = build_parser(argv).parse_args(argv)
         setup_logging(bool(getattr(args, "verbose", False)))
         command_config(args)  # a bad config file stops every command, as in desync
