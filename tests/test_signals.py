@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
-from httputil import Upstream, wait_for
+from conftest import require_fuse, run_cli
+from httputil import Server, Upstream, wait_for
 
 # Exercises no kernel: the compiled pass alone runs it (Makefile, PURE_SELECT).
 pytestmark = pytest.mark.compiled_pass_only
@@ -168,3 +168,33 @@ def test_sigterm_during_unwinding_is_ignored_once(made: Path, tmp_path: Path) ->
             _, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err.decode()
     assert _temps(tmp_path) == [] and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_mount_archive_unmounts_and_exits_128_plus_signal(made: Path, tmp_path: Path, sig: int) -> None:
+    require_fuse()
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "desync_ref", "mount-archive", str(made / "tree.catar"),
+                             str(mnt)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert wait_for(lambda: os.path.ismount(mnt), 30), "not mounted"
+        assert (mnt / "b").read_bytes() == b"b" * 1000
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount", "-u", "-z", str(mnt)], check=False)
+    assert proc.returncode == 128 + sig, err.decode()
+    assert not os.path.ismount(mnt)
+
+
+@pytest.mark.parametrize("command", ["chunk-server", "index-server"])
+def test_servers_exit_143_on_sigterm(made: Path, command: str) -> None:
+    """The servers (desync_ref/server/, changed on another branch): SIGTERM stops them
+    with 143, like every other command."""
+    server = Server(command, ["-s", made / "store"])
+    code, err = server.stop(signal.SIGTERM)
+    assert code == 143, err
