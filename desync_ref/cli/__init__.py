@@ -12,11 +12,13 @@ import logging
 import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
+from types import FrameType
 from typing import NoReturn
 
 from desync_ref import __version__, kernels
-from desync_ref.cli.usage import UsageError
+from desync_ref.cli.usage import Terminated, UsageError
 from desync_ref.errors import (
     ChunkInvalid,
     ChunkMissing,
@@ -55,13 +57,17 @@ COMMANDS: dict[str, str] = {
     "mount-archive": "mount_archive",
     "diff": "diff",
     "digest": "digest",
+    "upgrade-s3": "upgrade_s3",
+    "manpage": "manpage",
+    "completion": "completion",
 }
 # Global options that take a value (the value is not the command name).
 _GLOBAL_WITH_VALUE = ("--config", "--digest")
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a filter cut short
 
 
@@ -138,14 +144,32 @@ def setup_logging(verbose: bool) -> None:
     logger.propagate = False
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM unwinds the run as SIGINT does (KeyboardInterrupt): temp files go, outputs
+    never appear under their final name. A second SIGTERM while unwinding is ignored, so the
+    cleanup itself is not cut short (SIGKILL remains for a run that will not end)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated
+
+
+def _install_signal_handlers() -> None:
     # A closed pipe (``| head``) ends the run quietly, as in any Unix filter. SIGPIPE itself
     # stays ignored: a server that closes a socket (a refused TLS client certificate, say)
     # must be an error the HTTP client reports, not a silent death.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if threading.current_thread() is threading.main_thread():  # handlers live there only
+        _install_signal_handlers()
     try:
         from desync_ref.cli.common import command_config
 
+        if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions (cli/completion.py)
+            from desync_ref.cli.completion import complete_if_asked
+
+            complete_if_asked(build_parser)
         args = build_parser(argv).parse_args(argv)
         setup_logging(bool(getattr(args, "verbose", False)))
         command_config(args)  # a bad config file stops every command, as in desync
@@ -167,3 +191,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print(f"{PROG}: terminated", file=sys.stderr)
+        return EXIT_TERMINATED

@@ -1,8 +1,9 @@
 """``cat -s STORE... [-c CACHE] [-o OFFSET] [-l LENGTH] INDEX [OUTFILE]`` (desync
 ``cmd/desync/cat.go``). Spec: ``spec/index.md``, ``spec/store.md``.
 
-OUTFILE is written under a temp name and renamed once complete; without it the bytes go
-to stdout.
+OUTFILE is written under a temp name and renamed once complete; a FIFO, a pipe
+(``/dev/stdout``) or a device is written straight into (spec/cli.md "cat into a FIFO");
+without OUTFILE the bytes go to stdout.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from desync_ref.cli.common import (
 )
 from desync_ref.cli.usage import UsageError
 from desync_ref.formats.index import Index
-from desync_ref.fs.atomic import atomic_output
+from desync_ref.fs.atomic import stream_output
 from desync_ref.operations.cat import byte_range, iter_range
 from desync_ref.stores import Store
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     store = source_store(args, index)
     try:
         if args.output:
-            with atomic_output(args.output) as out:
+            with stream_output(args.output) as out:
                 _write(out, index, store, start, end, workers(args))
         else:
             _write(sys.stdout.buffer, index, store, start, end, workers(args))

@@ -1,5 +1,6 @@
 """``info [-s STORE]... [-c CACHE] [--seed INDEX]... [--chunks-info FILE] [-f json|plain]
-INDEX`` (desync ``cmd/desync/info.go``). Spec: ``spec/index.md``, ``spec/store.md``.
+[-j] INDEX`` (desync ``cmd/desync/info.go``). Spec: ``spec/index.md``, ``spec/store.md``,
+``spec/cli.md`` ("Old spellings"): ``-j`` is the earliest README's ``info -j``.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--seed", action=AppendSlice, default=[], help="seed indexes")
     parser.add_argument("-c", "--cache", default="", help="store to be used as cache")
     parser.add_argument("-f", "--format", default="json", help="output format, plain or json")
+    # The first desync README's spelling (``desync info -j ...``), from before -f existed.
+    parser.add_argument("-j", "--json", dest="format", action="store_const", const="json",
+                        help="same as -f json (old spelling)")
     parser.add_argument("--chunks-info", default="", help="json file with additional chunks info")
     add_store_options(parser)
     parser.add_argument("index", help="index file ('-' for stdin)")

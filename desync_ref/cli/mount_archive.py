@@ -18,7 +18,7 @@ from desync_ref.cli.common import (
     source_store,
     workers,
 )
-from desync_ref.cli.usage import UsageError
+from desync_ref.cli.usage import UsageError, raise_for_signal
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,5 +45,5 @@ def run(args: argparse.Namespace) -> int:
                                                workers=workers(args))
     else:
         operations = tree_operations_for_catar(args.archive)
-    serve(operations, args.mountpoint)
+    raise_for_signal(serve(operations, args.mountpoint))  # SIGINT/SIGTERM: exit 130/143
     return 0

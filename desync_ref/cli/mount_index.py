@@ -27,7 +27,7 @@ from desync_ref.cli.common import (
 )
 from desync_ref.cli.seed_options import add_seed_options, seed_specs
 from desync_ref.cli.store_file import reload_stores, store_locations
-from desync_ref.cli.usage import UsageError
+from desync_ref.cli.usage import UsageError, raise_for_signal
 from desync_ref.errors import DesyncRefError
 from desync_ref.formats.chunk import digest_function
 from desync_ref.formats.index import Index
@@ -98,22 +98,24 @@ def run(args: argparse.Namespace) -> int:
         store = swap
     try:
         if args.index.endswith(ARCHIVE_SUFFIX):
-            _mount_archive(args, index, store)
+            stopped_by = _mount_archive(args, index, store)
         else:
-            _mount_blob(args, index, store, swap)
+            stopped_by = _mount_blob(args, index, store, swap)
     finally:
         store.close()
+    raise_for_signal(stopped_by)  # unmounted by SIGINT/SIGTERM: exit 130/143
     return 0
 
 
-def _mount_archive(args: argparse.Namespace, index: Index, store: Store) -> None:
+def _mount_archive(args: argparse.Namespace, index: Index, store: Store) -> int | None:
     from desync_ref.mount.runner import serve
     from desync_ref.mount.tree import tree_operations_for_caidx
 
-    serve(tree_operations_for_caidx(index, store, workers=workers(args)), args.mountpoint)
+    return serve(tree_operations_for_caidx(index, store, workers=workers(args)), args.mountpoint)
 
 
-def _mount_blob(args: argparse.Namespace, index: Index, store: Store, swap: SwapStore | None) -> None:
+def _mount_blob(args: argparse.Namespace, index: Index, store: Store,
+                swap: SwapStore | None) -> int | None:
     from desync_ref.mount.blob import BlobOperations, ChunkLoader, file_name
     from desync_ref.mount.cor import SparseFile
     from desync_ref.mount.runner import serve
@@ -142,7 +144,7 @@ def _mount_blob(args: argparse.Namespace, index: Index, store: Store, swap: Swap
                 _say(f"failed to save state: {exc}")
 
     try:
-        serve(BlobOperations(name, index, loader, sparse=sparse), args.mountpoint, reload=reload)
+        return serve(BlobOperations(name, index, loader, sparse=sparse), args.mountpoint, reload=reload)
     finally:
         loader.close()
         if sparse is not None:

@@ -1,5 +1,8 @@
 """Outputs that appear under their final name only when complete: a temp file beside the
-target, renamed on success and removed on any failure.
+target, renamed on success and removed on any failure (a signal too: SIGINT and SIGTERM
+unwind as exceptions, spec/cli.md "Signals"). A target that is not a regular file (a FIFO,
+a pipe named as ``/dev/stdout``, a character device) is written straight into instead:
+a rename would replace it rather than feed it (:func:`stream_output`).
 
 Spec: spec/store.md (temp files); the rule for every command's output is in README.md.
 """
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,3 +39,29 @@ def current_umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def is_stream(target: str | os.PathLike[str]) -> bool:
+    """Whether ``target`` is written in place: it exists and is something other than a
+    regular file or directory (symlinks followed: ``/dev/stdout`` is a link to the process's
+    descriptor), or it is a name under ``/dev`` or ``/proc`` whatever it points at
+    (``/dev/stdout`` redirected to a file: a rename there would replace the link itself)."""
+    if os.path.abspath(target).startswith(("/dev/", "/proc/")):
+        return True
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+@contextlib.contextmanager
+def stream_output(target: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
+    """:func:`atomic_output` for files; a FIFO, pipe or device is opened and written as it
+    is (what a reader there has already taken cannot be taken back on failure)."""
+    if is_stream(target):
+        with open(target, "wb") as out:
+            yield out
+        return
+    with atomic_output(target, mode) as out:
+        yield out

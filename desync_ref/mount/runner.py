@@ -7,7 +7,9 @@ thread waits, handling SIGHUP (``reload``) and SIGINT/SIGTERM (unmount with ``fu
 -u``, which ends ``fuse_main``). libfuse installs its own handlers only on signals left at
 their default (``fuse_set_signal_handlers``), so the ones installed here stay in charge.
 desync does the same with go-fuse: SIGINT/SIGTERM cancel the context, which unmounts
-(``MountIndex`` in ``mount-index.go``), and the command returns without error.
+(``MountIndex`` in ``mount-index.go``), and the command returns without error. Here
+:func:`serve` returns the signal that ended the mount, and the command line exits with
+128 + that signal once everything is closed (130/143, as every other command).
 
 Spec: spec/mount.md (signals, mount options).
 """
@@ -71,10 +73,11 @@ def check_mountpoint(mountpoint: str) -> None:
 
 
 def serve(operations: object, mountpoint: str, *, reload: Callable[[], None] | None = None,
-          foreground: bool = True, nothreads: bool = False) -> None:
+          foreground: bool = True, nothreads: bool = False) -> int | None:
     """Mount ``operations`` (fusepy operations) read-only on ``mountpoint``; return once it
-    is unmounted (by SIGINT/SIGTERM here, or ``fusermount -u`` from outside). SIGHUP calls
-    ``reload``. Must be called from the main thread."""
+    is unmounted: the signal that unmounted it (SIGINT/SIGTERM), or None when it was
+    ``fusermount -u`` from outside. SIGHUP calls ``reload``. Must be called from the main
+    thread."""
     if not foreground:
         raise InvalidParameter("mounting in the background is not supported", parameter="foreground")
     check_mountpoint(mountpoint)
@@ -101,7 +104,7 @@ def serve(operations: object, mountpoint: str, *, reload: Callable[[], None] | N
     worker = threading.Thread(target=run, name="fuse-loop", daemon=True)
     try:
         worker.start()
-        stopping = False
+        stopping: int | None = None
         while worker.is_alive():
             wake.wait(0.25)
             wake.clear()
@@ -110,12 +113,12 @@ def serve(operations: object, mountpoint: str, *, reload: Callable[[], None] | N
                 if signum == signal.SIGHUP:
                     if reload is not None:
                         reload()
-                elif not stopping:
+                elif stopping is None:
                     log.info("signal %d: unmounting %s", signum, mountpoint)
-                    stopping = True
+                    stopping = signum
                     if not unmount(mountpoint):
                         unmount(mountpoint, lazy=True)
-            if stopping:
+            if stopping is not None:
                 worker.join(UNMOUNT_WAIT)
                 if worker.is_alive():
                     unmount(mountpoint, lazy=True)
@@ -128,3 +131,4 @@ def serve(operations: object, mountpoint: str, *, reload: Callable[[], None] | N
         if isinstance(exc, RuntimeError):  # fuse_main's non-zero status: libfuse said why
             raise DesyncRefError(f"cannot mount {mountpoint} (libfuse status {exc})") from None
         raise exc
+    return stopping

@@ -58,9 +58,12 @@ class LocalStore:
     """A PruneStore and InlineRead: reads, writes, lists, prunes."""
 
     def __init__(self, path: str | os.PathLike[str], *, create: bool = False, uncompressed: bool = False,
-                 form: StorageForm | None = None) -> None:
-        """``form`` (from :func:`storage_form`) wins over ``uncompressed``."""
+                 form: StorageForm | None = None, skip_verify: bool = False) -> None:
+        """``form`` (from :func:`storage_form`) wins over ``uncompressed``. ``skip_verify``
+        (the store option ``skip-verify``, desync ``local.go`` ``GetChunk``): chunks read are
+        not hashed against their id (encrypted ones are still authenticated)."""
         self.path = Path(path)
+        self.skip_verify = skip_verify
         self.form = form if form is not None else StorageForm(compressed=not uncompressed)
         self.uncompressed = not self.form.compressed
         self.suffix = self.form.extension
@@ -91,6 +94,8 @@ class LocalStore:
         return (plain, compressed) if self.uncompressed else (compressed, plain)
 
     def get_chunk(self, chunk_id: bytes, digest: Digest | None) -> Chunk:
+        if self.skip_verify:
+            digest = None
         for path, form in self._forms(chunk_id):
             try:
                 # O_NOFOLLOW: casync marks known-missing chunks with a symlink
@@ -290,7 +295,9 @@ class LocalIndexStore:
 # --- backend entry points (stores/registry.py) ----------------------------------------------
 
 def open_chunk_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, create: bool = False) -> LocalStore:
-    return LocalStore(location, create=create, form=storage_form(options.for_location(location), location))
+    options = options.for_location(location)
+    return LocalStore(location, create=create, form=storage_form(options, location),
+                      skip_verify=options.skip_verify)
 
 
 def open_index_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *,

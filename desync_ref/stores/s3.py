@@ -323,7 +323,9 @@ class S3Store(S3Base):
                 if failed.missing:
                     raise ChunkMissing(chunk_id.hex(), str(self)) from None
                 raise
-            return self.form.from_storage(chunk_id, self.read_body(response, MAX_STORED_CHUNK_SIZE), digest)
+            # skip-verify (desync s3.go GetChunk passes opt.SkipVerify): trusted bytes
+            return self.form.from_storage(chunk_id, self.read_body(response, MAX_STORED_CHUNK_SIZE),
+                                          None if self.options.skip_verify else digest)
 
         return self.retrying(f"GET chunk {chunk_id.hex()} from", once)
 
