@@ -15,13 +15,14 @@ setup: system-deps $(STAMP)
 # The real servers the store tests start: Ceph's RADOS gateway (S3), the CNCF registry
 # (OCI), OpenSSH (ssh://, sftp://); xfsprogs makes the reflink test's
 # loop-mounted file system; libfuse2 and fuse3's fusermount serve the FUSE mounts;
-# chromium and its driver show `dump --html` pages to the browser test.
+# chromium and its driver show `dump --html` pages to the browser test; groff renders the
+# man pages `manpage` writes.
 system-deps:
 	@$(MAKE) --no-print-directory apt-need NEED="casync:casync zstd:zstd update-ca-certificates:ca-certificates \
 	  ceph-mon:ceph-mon ceph-osd:ceph-osd radosgw:radosgw docker-registry:docker-registry \
 	  sshd:openssh-server ssh:openssh-client mkfs.xfs:xfsprogs \
 	  fusermount:fuse3 -:libfuse2 chattr:e2fsprogs losetup:mount \
-	  chromium:chromium chromedriver:chromium-driver"
+	  chromium:chromium chromedriver:chromium-driver groff:groff-base"
 
 # nginx-light and wrk are only the HTTP load benchmark's reference and load generator.
 bench-http-deps:

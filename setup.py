@@ -19,7 +19,9 @@ KERNELS = ["desync_ref/kernels/chunker.py", "desync_ref/kernels/assembler.py"]
 # tqdm: progress bars on a terminal (no dependencies of its own, imported only when shown).
 BASE_REQUIREMENTS = ["zstandard>=0.21", "mypy_extensions>=1.0", "urllib3>=2.0", "aiohttp>=3.9",
                      "uvloop>=0.19; sys_platform != 'win32'", "botocore>=1.31", "paramiko>=3.0",
-                     "pycryptodome>=3.18", "tqdm>=4.60"]
+                     "pycryptodome>=3.18", "tqdm>=4.60",
+                     # `manpage` (man pages from the parser) and `completion` (bash, zsh, fish)
+                     "argparse-manpage>=4.5", "argcomplete>=3.1"]
 # Compiled kernels index native vectors from librt (shipped with mypy); pure ones need none.
 NATIVE_REQUIREMENTS = ["librt"]
 
