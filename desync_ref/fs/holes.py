@@ -104,5 +104,7 @@ def write_with_holes(fd: int, data: bytes | memoryview, offset: int, *, block: i
 def _write_all(fd: int, view: memoryview, offset: int) -> None:
     while len(view):
         written = os.pwrite(fd, view, offset)
+        if written <= 0:  # no progress and no error: give up rather than spin
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
         view = view[written:]
         offset += written
