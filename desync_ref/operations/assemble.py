@@ -399,6 +399,27 @@ class Assembler:
                 self.holes = False
         write_at(self.fd, data, offset)
 
+    def punch_shared_blocks(self) -> None:
+        """Over old data (-k), a zero block that two chunks share is written in two parts,
+        and a partial last block is written whole: each write puts zeros there, and only a
+        whole block can be punched. When everything is written, such blocks that hold only
+        zeros are punched (a new file needs none of this: its writes leave zeros out)."""
+        if not self.holes or self.existing == 0:
+            return
+        block = self.block
+        edges = {c.start - c.start % block for c in self.chunks if c.start % block}
+        if self.index.length % block:
+            edges.add(self.index.length - self.index.length % block)
+        for start in sorted(edges):
+            if start >= self.existing:
+                break
+            length = min(block, self.index.length - start)
+            if os.pread(self.fd, length, start) == bytes(length):
+                try:
+                    punch_hole(self.fd, start, length)
+                except HolesUnsupported:
+                    return
+
     def zeros(self, first: int, end: int) -> int:
         """Chunks ``first..end-1`` are all zeros. The file was sized with ftruncate: past the
         bytes it held before, they read as zeros already (a hole); over old data a hole is

@@ -61,8 +61,11 @@ def assemble(fd: int, target: str, index: Index, store: Store, seeds: list[Seed]
             if not device:  # a device keeps its size: never truncated (desync's isBlkDevice)
                 os.ftruncate(fd, index.length)
             if extract_workers.can_use(store, work, runs, processes):
-                return extract_workers.run_plan(work, runs, processes)
-            return work.run_plan(runs)
+                stats = extract_workers.run_plan(work, runs, processes)
+            else:
+                stats = work.run_plan(runs)
+            work.punch_shared_blocks()
+            return stats
     finally:
         work.close()
 
