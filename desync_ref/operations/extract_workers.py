@@ -26,6 +26,7 @@ import pickle
 import signal
 from collections import deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from desync_ref.errors import DesyncRefError
 from desync_ref.operations.assemble import Assembler, Done, ExtractStats, Run, Unit, assembler
@@ -85,7 +86,11 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
                         work.write(run, first, end, Done([]))
                         bar.update(end - first)
                 while window:
-                    result = window.popleft().result()
+                    try:
+                        result = window.popleft().result()
+                    except BrokenProcessPool:  # killed (the OOM killer, a signal)
+                        raise DesyncRefError(f"a worker process writing {work.target} "
+                                             "died") from None
                     _raise_failure(result)
                     counts = _counts(result)
                     work.count(Done([], from_seed=counts[1], from_store=counts[2],
