@@ -7,9 +7,9 @@ verifies and ``pwrite``s the chunks itself (zero blocks as holes, as the thread 
 only piece numbers go to the workers and counts (or an error) come back. What the parent
 does meanwhile: zero runs (holes over old data) and in-place runs; after the workers,
 the self-seed runs in plan order, since their source may lie in any worker's share.
-The pieces are handed out a few at a time, consumed in plan order, so the first error in
-plan order is the one reported (the thread path's rule), and what is in flight stays
-within ``2 * processes`` tasks of TASK_BYTES, whatever the size of the output.
+Tasks are handed out so that ``2 * processes`` of them (of about TASK_BYTES each) run at
+any time, whatever the size of the output; their results (counts) are taken in plan order,
+so the first error in plan order is the one reported (the thread path's rule).
 
 Remote stores keep the thread path (desync's ``AssembleFile`` model, ``assemble.go``):
 there waiting dominates, and one process with many threads waits best.
@@ -25,7 +25,7 @@ import os
 import pickle
 import signal
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
 from desync_ref.errors import DesyncRefError
@@ -75,17 +75,30 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
                                  initializer=_start, initargs=(os.getpid(),)) as pool:
             window: deque[Future[Counts | Failure]] = deque()
             pending = iter(tasks)
-            try:
-                for task in pending:  # the first submit forks the workers
+
+            def refill() -> None:
+                """Keep ``2 * processes`` tasks running: results wait in ``window`` to be
+                taken in plan order, but a worker stalled on one task (descheduled on a busy
+                machine) does not hold the others' next tasks back."""
+                running = sum(not future.done() for future in window)
+                for task in pending:
                     window.append(pool.submit(_run_task, task))
-                    if len(window) >= 2 * processes:
+                    running += 1
+                    if running >= 2 * processes:
                         break
+
+            try:
+                refill()  # the first submit forks the workers
                 bar = work.bar()
                 for run, first, end in units:  # the parent's share, while the workers work
                     if run[0] in (assembler.RUN_ZERO, assembler.RUN_IN_PLACE):
                         work.write(run, first, end, Done([]))
                         bar.update(end - first)
                 while window:
+                    if not window[0].done():
+                        wait([f for f in window if not f.done()], return_when=FIRST_COMPLETED)
+                        refill()
+                        continue
                     try:
                         result = window.popleft().result()
                     except BrokenProcessPool:  # killed (the OOM killer, a signal)
@@ -96,9 +109,7 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
                     work.count(Done([], from_seed=counts[1], from_store=counts[2],
                                     copied=counts[3], cloned=counts[4]))
                     bar.update(counts[0])
-                    more = next(pending, None)
-                    if more is not None:
-                        window.append(pool.submit(_run_task, more))
+                    refill()
             finally:
                 for future in window:
                     future.cancel()
