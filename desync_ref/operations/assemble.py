@@ -7,9 +7,11 @@ then the runs are written in order. Worker threads fetch and verify store chunks
 verify seed data, and clone ranges; one writer (this thread) writes, so a self-seed run
 always finds its source written. Every byte that lands in the output is verified: store
 chunks by the chunk source, copied seed data as it is read, cloned ranges by reading them
-back (a seed may change while it is used, desync checks the same way).
+back (a seed may change while it is used, desync checks the same way). Zero blocks of what
+is written stay holes (casync's ``--punch-holes``, fs/holes.py). On a local store the same
+units of work are run by worker processes instead (operations/extract_workers.py).
 
-Spec: spec/extract.md.
+Spec: spec/extract.md ("Writing", "Holes", "Worker processes").
 """
 
 from __future__ import annotations
