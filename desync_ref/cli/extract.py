@@ -1,17 +1,20 @@
 """``extract [-s STORE]... [-c CACHE] [-n N] [-k] [--seed INDEX[:DATA]]... [--seed-dir DIR]...
-[--skip-invalid-seeds | --regenerate-invalid-seeds] [--print-stats] INDEX OUT``.
+[--skip-invalid-seeds | --regenerate-invalid-seeds] [--punch-holes=BOOL] [--print-stats] INDEX OUT``.
 
-Flags and messages follow desync's ``cmd/desync/extract.go``. Spec: spec/extract.md,
+Flags and messages follow desync's ``cmd/desync/extract.go``; ``--punch-holes`` is casync's
+(``casync --help``: ``--punch-holes=no``). Spec: spec/extract.md,
 spec/index.md, spec/store.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from desync_ref.cli.common import (
     AppendSlice,
+    _bool_flag,
     add_command,
     add_store_options,
     load_index,
@@ -38,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("-c", "--cache", help="store to be used as cache")
     parser.add_argument("-k", "--in-place", action="store_true",
                         help="extract the file in place and keep chunks that are already correct")
+    parser.add_argument("--punch-holes", type=_bool_flag, default=True, metavar="BOOL",
+                        help="write runs of zeros as holes (sparse file), as casync does; "
+                             "'no' writes every byte (default yes)")
     parser.add_argument("--print-stats", action="store_true",
                         help="print extraction statistics to stdout when done")
     add_store_options(parser)
@@ -61,8 +67,11 @@ def run(args: argparse.Namespace) -> int:
     seeds = open_seeds(specs, index, args.output, store_options(args), n)
     store = source_store(args, index)
     try:
+        # Worker processes (on a local store): one per core, -n caps them.
+        processes = min(n, os.cpu_count() or 1)
         stats = extract(index, store, args.output, in_place=args.in_place, workers=n,
-                        seeds=seeds, action=action, progress=progress)
+                        seeds=seeds, action=action, processes=processes,
+                        holes=args.punch_holes, progress=progress)
     finally:
         store.close()
     if args.print_stats:

@@ -86,12 +86,16 @@ def write_with_holes(fd: int, data: bytes | memoryview, offset: int, *, block: i
                      fresh: bool) -> int:
     """``pwrite`` ``data`` at ``offset`` leaving its zero blocks unwritten: the bytes there read
     as zeros because the region is a hole already (``fresh``: a file just sized with
-    ``ftruncate``) or because a hole is punched over what it held. Returns the bytes left as
+    ``ftruncate``) or because a hole is punched over what it held. In a fresh region the
+    zeros of the partial blocks at either end are left out too. Returns the bytes left as
     holes. The caller falls back to plain writes on ``HolesUnsupported``."""
     view = memoryview(data).cast("B")
     position = 0
     skipped = 0
-    for start, stop in zero_blocks(view, offset, block):
+    runs = zero_blocks(view, offset, block)
+    if fresh:
+        _partial_ends(view, offset, block, runs)
+    for start, stop in runs:
         _write_all(fd, view[position:start], offset + position)
         if not fresh:
             punch_hole(fd, offset + start, stop - start)
@@ -101,8 +105,35 @@ def write_with_holes(fd: int, data: bytes | memoryview, offset: int, *, block: i
     return skipped
 
 
+def _partial_ends(view: memoryview, offset: int, block: int,
+                  runs: list[tuple[int, int]]) -> None:
+    """Add to ``runs`` the zero bytes of ``view`` in the partial blocks at its two ends.
+
+    In a region that is a hole already, zeros need no writing at any size: a block that two
+    writes share (a chunk boundary inside a block) or the last block of the file stays a
+    hole when every write into it leaves out its zeros. casync's ``loop_write_with_holes``
+    skips zero runs of 64 bytes and more, so it allocates the same blocks: those holding a
+    byte that is not zero.
+    """
+    size = len(view)
+    head = min((-offset) % block, size)
+    tail = max(size - (offset + size) % block, head)
+    if head and view[:head] == bytes(head):
+        if runs and runs[0][0] == head:
+            runs[0] = (0, runs[0][1])
+        else:
+            runs.insert(0, (0, head))
+    if tail < size and view[tail:] == bytes(size - tail):
+        if runs and runs[-1][1] == tail:
+            runs[-1] = (runs[-1][0], size)
+        else:
+            runs.append((tail, size))
+
+
 def _write_all(fd: int, view: memoryview, offset: int) -> None:
     while len(view):
         written = os.pwrite(fd, view, offset)
+        if written <= 0:  # no progress and no error: give up rather than spin
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
         view = view[written:]
         offset += written

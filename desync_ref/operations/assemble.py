@@ -7,9 +7,11 @@ then the runs are written in order. Worker threads fetch and verify store chunks
 verify seed data, and clone ranges; one writer (this thread) writes, so a self-seed run
 always finds its source written. Every byte that lands in the output is verified: store
 chunks by the chunk source, copied seed data as it is read, cloned ranges by reading them
-back (a seed may change while it is used, desync checks the same way).
+back (a seed may change while it is used, desync checks the same way). Zero blocks of what
+is written stay holes (casync's ``--punch-holes``, fs/holes.py). On a local store the same
+units of work are run by worker processes instead (operations/extract_workers.py).
 
-Spec: spec/extract.md.
+Spec: spec/extract.md ("Writing", "Holes", "Worker processes").
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ from desync_ref import kernels
 from desync_ref.errors import DesyncRefError
 from desync_ref.formats.index import Index
 from desync_ref.fs.clone import block_size, can_clone, clone_or_copy, copy_range
+from desync_ref.fs.holes import HolesUnsupported, punch_hole, write_with_holes
 from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.parallel import ordered_map
 from desync_ref.operations.seeds import InvalidSeed, Seed
-from desync_ref.progress import Progress, no_progress
+from desync_ref.progress import Bar, Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +78,11 @@ class ExtractStats:
 
 
 Run = tuple[int, int, int, int, int]  # (kind, first, end, seed, seed_first): see the kernel
+Unit = tuple[Run, int, int]  # chunks first..end-1 of a run
 
 
 @dataclass
-class _Done:
+class Done:
     """What a worker did for one piece of a run: bytes for the writer, and counts."""
 
     writes: list[tuple[int, bytes]]
@@ -104,13 +108,16 @@ class Assembler:
 
     def __init__(self, fd: int, target: str, index: Index, source: ChunkSource,
                  seeds: list[Seed], *, blank: bool, in_place: bool, workers: int,
-                 action: InvalidSeedAction, device: bool = False,
+                 action: InvalidSeedAction, device: bool = False, holes: bool = True,
                  progress: Progress = no_progress) -> None:
         self.fd, self.target, self.index, self.source = fd, target, index, source
         self.seeds = list(seeds)
         self.blank, self.in_place, self.workers, self.action = blank, in_place, workers, action
         # A block device: nothing is cloned into it (no reflinks, and no probe file in /dev).
         self.device, self.progress = device, progress
+        # Zero blocks become holes (casync's --punch-holes, on by default); never on a
+        # device, where a hole would be a discard whose read-back is not promised to be zeros.
+        self.holes = holes and not device
         self.attempt = 1
         self.chunks = index.chunks
         self.ids = [c.id for c in self.chunks]
@@ -249,21 +256,30 @@ class Assembler:
 
     # -- writing ----------------------------------------------------------------------
 
-    def run_plan(self, runs: list[Run]) -> ExtractStats:
-        """Write the runs of a checked plan, in order."""
-        units: list[tuple[Run, int, int]] = []
+    def units(self, runs: list[Run]) -> list[Unit]:
+        """The plan as units of work: store and copied seed runs in pieces of about
+        BATCH_BYTES, other runs whole."""
+        units: list[Unit] = []
         for run in runs:
             kind, first, end = run[0], run[1], run[2]
             if kind in (assembler.RUN_STORE, assembler.RUN_SEED) and not self._clones(run):
                 units.extend((run, a, b) for a, b in self._pieces(first, end))
             else:
                 units.append((run, first, end))
+        return units
+
+    def bar(self) -> Bar:
         # desync's bar: "Attempt N: Assembling", counted in chunks.
-        bar = self.progress(f"Attempt {self.attempt}: Assembling", len(self.chunks))
+        return self.progress(f"Attempt {self.attempt}: Assembling", len(self.chunks))
+
+    def run_plan(self, runs: list[Run]) -> ExtractStats:
+        """Write the runs of a checked plan, in order, with worker threads."""
+        units = self.units(runs)
+        bar = self.bar()
         try:
-            for (run, first, end), done in zip(units, ordered_map(self._load, units,
+            for (run, first, end), done in zip(units, ordered_map(self.load, units,
                                                                   self.workers), strict=True):
-                self._write(run, first, end, done)
+                self.write(run, first, end, done)
                 bar.update(end - first)
         finally:
             bar.close()
@@ -281,14 +297,14 @@ class Assembler:
         src = seed.index.chunks[run[4]].start
         return known and src % self.block == self.chunks[run[1]].start % self.block
 
-    def _load(self, unit: tuple[Run, int, int]) -> _Done:
+    def load(self, unit: Unit) -> Done:
         """Worker side: fetch, read, clone and verify; nothing here writes but a clone."""
         (kind, first, _end, number, seed_first), a, b = unit
         if kind == assembler.RUN_STORE:
-            return _Done([(c.start, self.source.get(c)) for c in self.chunks[a:b]],
+            return Done([(c.start, self.source.get(c)) for c in self.chunks[a:b]],
                          from_store=b - a)
         if kind != assembler.RUN_SEED:
-            return _Done([])
+            return Done([])
         seed = self.seeds[number]
         fd = self._seed_fd(seed)
         src_first = seed_first + a - first
@@ -316,14 +332,14 @@ class Assembler:
         except OSError as exc:
             raise DesyncRefError(f"cannot read seed {seed.data}: {exc.strerror or exc}") from None
 
-    def _checked(self, data: bytes, a: int, b: int, *, writes: bool) -> _Done:
+    def _checked(self, data: bytes, a: int, b: int, *, writes: bool) -> Done:
         """Seed bytes for chunks ``a..b-1`` checked against their ids; a chunk that changed
         since the plan was checked comes from the store under --regenerate-invalid-seeds
         (desync's retry in ``AssembleFile``), else the extract stops."""
         digest = self.source.digest
         view = memoryview(data)
         base = self.chunks[a].start
-        done = _Done([])
+        done = Done([])
         good = 0
         for n in range(a, b):
             c = self.chunks[n]
@@ -348,40 +364,114 @@ class Assembler:
             done.copied += good
         return done
 
-    def _write(self, run: Run, first: int, end: int, done: _Done) -> None:
+    def write(self, run: Run, first: int, end: int, done: Done) -> None:
         """Writer side, in plan order."""
         kind = run[0]
         stats = self.stats
         for offset, data in done.writes:
-            write_at(self.fd, data, offset)
+            self.put(data, offset)
         count = end - first
         if kind == assembler.RUN_IN_PLACE:
             stats.chunks_in_place += count
         elif kind == assembler.RUN_STORE or kind == assembler.RUN_SEED:
-            stats.chunks_from_store += done.from_store
-            stats.chunks_from_seeds += done.from_seed
-            stats.bytes_copied += done.copied
-            stats.bytes_cloned += done.cloned
+            self.count(done)
         elif kind == assembler.RUN_ZERO:
             stats.chunks_from_seeds += count
-            # The file was sized with ftruncate: zeros stay a hole except over old data.
-            offset = self.chunks[first].start
-            stop = min(self.chunks[end - 1].end, self.existing)
-            while offset < stop:
-                n = min(stop - offset, BATCH_BYTES)
-                write_at(self.fd, memoryview(_ZEROS)[:n], offset)
-                offset += n
-                stats.bytes_copied += n
-        else:  # RUN_SELF: copy (or clone) from earlier in the output, written by now
-            src = self.chunks[run[4]].start
-            dst = self.chunks[first].start
-            length = self.chunks[end - 1].end - dst
-            copied, cloned = (clone_or_copy(self.fd, self.fd, src, length, dst, self.block)
-                              if self._self_clones() else
-                              (copy_range(self.fd, self.fd, src, length, dst), 0))
-            stats.chunks_from_seeds += count
-            stats.bytes_copied += copied
-            stats.bytes_cloned += cloned
+            stats.bytes_copied += self.zeros(first, end)
+        else:
+            self.write_self(run, first, end)
+
+    def count(self, done: Done) -> None:
+        """Add what was done for store and seed chunks to the stats."""
+        stats = self.stats
+        stats.chunks_from_store += done.from_store
+        stats.chunks_from_seeds += done.from_seed
+        stats.bytes_copied += done.copied
+        stats.bytes_cloned += done.cloned
+
+    def put(self, data: bytes | memoryview, offset: int) -> None:
+        """Write ``data`` at ``offset``; its zero blocks as holes unless holes are off."""
+        if self.holes:
+            try:
+                write_with_holes(self.fd, data, offset, block=self.block,
+                                 fresh=offset >= self.existing)
+                return
+            except HolesUnsupported:
+                log.info("%s cannot hold holes: writing zeros", self.target)
+                self.holes = False
+        write_at(self.fd, data, offset)
+
+    def punch_shared_blocks(self) -> None:
+        """Over old data (-k), a zero block that two chunks share is written in two parts,
+        and a partial last block is written whole: each write puts zeros there, and only a
+        whole block can be punched. When everything is written, such blocks that hold only
+        zeros are punched (a new file needs none of this: its writes leave zeros out)."""
+        if not self.holes or self.existing == 0:
+            return
+        block = self.block
+        edges = {c.start - c.start % block for c in self.chunks if c.start % block}
+        if self.index.length % block:
+            edges.add(self.index.length - self.index.length % block)
+        for start in sorted(edges):
+            if start >= self.existing:
+                break
+            length = min(block, self.index.length - start)
+            if os.pread(self.fd, length, start) == bytes(length):
+                try:
+                    punch_hole(self.fd, start, length)
+                except HolesUnsupported:
+                    return
+
+    def zeros(self, first: int, end: int) -> int:
+        """Chunks ``first..end-1`` are all zeros. The file was sized with ftruncate: past the
+        bytes it held before, they read as zeros already (a hole); over old data a hole is
+        punched, or zeros are written (a device, or holes off: then everywhere, so that the
+        file ends up fully allocated as casync's --punch-holes=no leaves it). Returns the
+        bytes zeroed."""
+        offset = self.chunks[first].start
+        stop = self.chunks[end - 1].end
+        if self.holes or self.device:
+            stop = min(stop, self.existing)
+        if offset >= stop:
+            return 0
+        if self.holes:
+            try:
+                punch_hole(self.fd, offset, stop - offset)
+                return stop - offset
+            except HolesUnsupported:
+                log.info("%s cannot hold holes: writing zeros", self.target)
+                self.holes = False
+        done = 0
+        while offset < stop:
+            n = min(stop - offset, BATCH_BYTES)
+            write_at(self.fd, memoryview(_ZEROS)[:n], offset)
+            offset += n
+            done += n
+        return done
+
+    def write_self(self, run: Run, first: int, end: int) -> None:
+        """RUN_SELF: copy (or clone) from earlier in the output, written by now. A clone
+        shares the source's holes; a copy made in the kernel would fill them, so with holes
+        on the bytes pass through here and their zero blocks stay holes."""
+        stats = self.stats
+        src = self.chunks[run[4]].start
+        dst = self.chunks[first].start
+        length = self.chunks[end - 1].end - dst
+        if self._self_clones():
+            copied, cloned = clone_or_copy(self.fd, self.fd, src, length, dst, self.block)
+        elif self.holes:
+            copied, cloned = 0, 0
+            while copied < length:
+                data = os.pread(self.fd, min(length - copied, BATCH_BYTES), src + copied)
+                if not data:  # the output is shorter than it was sized: cannot be
+                    raise OSError(errno.EIO, "short read while copying a range")
+                self.put(data, dst + copied)
+                copied += len(data)
+        else:
+            copied, cloned = copy_range(self.fd, self.fd, src, length, dst), 0
+        stats.chunks_from_seeds += end - first
+        stats.bytes_copied += copied
+        stats.bytes_cloned += cloned
 
     def _self_clones(self) -> bool:
         if self.device:

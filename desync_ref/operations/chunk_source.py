@@ -38,6 +38,7 @@ class ChunkSource:
             sizes.add(index.chunks[-1].size)
         self._zero_ids = {self.digest(bytes(size)): size for size in sizes}
         self._limit = index.chunk_size_max
+        self.keep_budget = KEEP_BUDGET
         self._lock = threading.Lock()
         self.fetched = 0
 
@@ -64,7 +65,7 @@ class ChunkSource:
             with self._lock:
                 self.fetched += 1
                 if (chunk.id in self._remaining and chunk.id not in self._kept
-                        and self._kept_bytes + len(kept) <= KEEP_BUDGET):
+                        and self._kept_bytes + len(kept) <= self.keep_budget):
                     self._kept[chunk.id] = kept
                     self._kept_bytes += len(kept)
         with self._lock:

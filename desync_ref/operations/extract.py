@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from desync_ref.errors import DesyncRefError, InvalidParameter
 from desync_ref.formats.index import Index
 from desync_ref.fs.atomic import atomic_output
+from desync_ref.operations import extract_workers
 from desync_ref.operations.assemble import (
     Assembler,
     ExtractStats,
@@ -42,10 +43,12 @@ __all__ = ["ExtractStats", "InvalidSeedAction", "extract", "write_at"]
 
 def assemble(fd: int, target: str, index: Index, store: Store, seeds: list[Seed], *,
              blank: bool, in_place: bool, workers: int, action: InvalidSeedAction,
-             device: bool = False, progress: Progress = no_progress) -> ExtractStats:
+             device: bool = False, processes: int = 0, holes: bool = True,
+             progress: Progress = no_progress) -> ExtractStats:
     source = ChunkSource(store, index)
     work = Assembler(fd, target, index, source, seeds, blank=blank, in_place=in_place,
-                     workers=workers, action=action, device=device, progress=progress)
+                     workers=workers, action=action, device=device, holes=holes,
+                     progress=progress)
     try:
         with _writing(target):
             runs = work.plan()  # reads the target (-k) and seeds; writes nothing yet
@@ -57,31 +60,43 @@ def assemble(fd: int, target: str, index: Index, store: Store, seeds: list[Seed]
         with _writing(target):
             if not device:  # a device keeps its size: never truncated (desync's isBlkDevice)
                 os.ftruncate(fd, index.length)
-            return work.run_plan(runs)
+            if extract_workers.can_use(store, work, runs, processes):
+                stats = extract_workers.run_plan(work, runs, processes)
+            else:
+                stats = work.run_plan(runs)
+            work.punch_shared_blocks()
+            return stats
     finally:
         work.close()
 
 
 def extract(index: Index, store: Store, target: str | os.PathLike[str], *,
             in_place: bool = False, workers: int = 1, seeds: list[Seed] | None = None,
-            action: InvalidSeedAction = InvalidSeedAction.BAIL_OUT,
-            progress: Progress = no_progress) -> ExtractStats:
+            action: InvalidSeedAction = InvalidSeedAction.BAIL_OUT, processes: int = 0,
+            holes: bool = True, progress: Progress = no_progress) -> ExtractStats:
+    """Write the blob of ``index`` to ``target``. ``workers`` threads fetch and verify;
+    ``processes`` above 1 lets a local store's chunks be written by that many worker
+    processes instead (operations/extract_workers.py). ``holes``: runs of zero blocks in a
+    file are left as holes (punched over old data), as casync's ``--punch-holes`` does by
+    default; off, every byte is written. A block device never gets holes."""
     name = os.fspath(target)
     seeds = seeds or []
     if _is_block_device(name):
         return _extract_device(index, store, name, seeds, in_place=in_place, workers=workers,
-                               action=action, progress=progress)
+                               action=action, processes=processes, progress=progress)
     if in_place:
         fd = os.open(name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             blank = os.fstat(fd).st_size == 0
             return assemble(fd, name, index, store, seeds, blank=blank, in_place=True,
-                            workers=workers, action=action, progress=progress)
+                            workers=workers, action=action, processes=processes,
+                            holes=holes, progress=progress)
         finally:
             os.close(fd)
     with atomic_output(name) as out:
         stats = assemble(out.fileno(), name, index, store, seeds, blank=True, in_place=False,
-                         workers=workers, action=action, progress=progress)
+                         workers=workers, action=action, processes=processes, holes=holes,
+                         progress=progress)
         with _writing(name):
             os.fsync(out.fileno())
     return stats
@@ -105,7 +120,7 @@ def _is_block_device(name: str) -> bool:
 
 
 def _extract_device(index: Index, store: Store, name: str, seeds: list[Seed], *,
-                    in_place: bool, workers: int, action: InvalidSeedAction,
+                    in_place: bool, workers: int, action: InvalidSeedAction, processes: int,
                     progress: Progress) -> ExtractStats:
     """Write into a block device: no temp file (it cannot be renamed over a device), no
     truncate, no holes; ``in_place`` keeps chunks already right, else every chunk is
@@ -122,7 +137,8 @@ def _extract_device(index: Index, store: Store, name: str, seeds: list[Seed], *,
         log.info("extracting onto block device %s (%d bytes, index %d bytes)%s", name, size,
                  index.length, ", keeping chunks in place" if in_place else "")
         stats = assemble(fd, name, index, store, seeds, blank=False, in_place=in_place,
-                         workers=workers, action=action, device=True, progress=progress)
+                         workers=workers, action=action, device=True, processes=processes,
+                         holes=False, progress=progress)
         with _writing(name):
             os.fsync(fd)
         return stats

@@ -1,0 +1,195 @@
+"""extract's process path: a checked plan written by worker processes (issue 14).
+
+Threads share one GIL and, in operations/assemble.py, one writer; on a local store nothing
+is waited for but CPU, so extract forks worker processes instead. Each inherits the plan,
+the open output and the store, and for its pieces of the plan reads, decompresses,
+verifies and ``pwrite``s the chunks itself (zero blocks as holes, as the thread path does);
+only piece numbers go to the workers and counts (or an error) come back. What the parent
+does meanwhile: zero runs (holes over old data) and in-place runs; after the workers,
+the self-seed runs in plan order, since their source may lie in any worker's share.
+Tasks are handed out so that ``2 * processes`` of them (of about TASK_BYTES each) run at
+any time, whatever the size of the output; their results (counts) are taken in plan order,
+so the first error in plan order is the one reported (the thread path's rule).
+
+Remote stores keep the thread path (desync's ``AssembleFile`` model, ``assemble.go``):
+there waiting dominates, and one process with many threads waits best.
+
+Spec: spec/extract.md § "Worker processes".
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import pickle
+import signal
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+
+from desync_ref.errors import DesyncRefError
+from desync_ref.operations.assemble import Assembler, Done, ExtractStats, Run, Unit, assembler
+from desync_ref.stores import Store
+from desync_ref.stores.local import LocalStore
+
+# A task for a worker: consecutive units adding up to about this many bytes (fewer hand-offs
+# than one unit each; small enough that the workers finish close together).
+TASK_BYTES = 8 << 20
+# Below this many bytes to read from the store and seeds, forking costs more than it saves.
+PROCESS_MIN_BYTES = 4 << 20
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+# What the workers inherit through fork: set by the parent just before it forks them.
+_work: Assembler | None = None
+_units: list[Unit] = []
+
+Counts = tuple[int, int, int, int, int]  # chunks, from seed, from store, copied, cloned
+Failure = tuple[type[DesyncRefError], str, dict[str, object]]
+
+
+def can_use(store: Store, work: Assembler, runs: list[Run], processes: int) -> bool:
+    """Whether the plan goes to worker processes: more than one asked for, a store that is
+    a local directory (reads are file reads, nothing to wait for) and enough to do."""
+    if processes <= 1 or not isinstance(store, LocalStore):
+        return False
+    chunks = work.chunks
+    busy = sum(chunks[end - 1].end - chunks[first].start
+               for kind, first, end, _, _ in runs
+               if kind in (assembler.RUN_STORE, assembler.RUN_SEED))
+    return busy >= PROCESS_MIN_BYTES
+
+
+def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
+    """Write the runs of a checked plan with ``processes`` worker processes."""
+    global _work, _units
+    units = work.units(runs)
+    parallel = [u for u in units if u[0][0] in (assembler.RUN_STORE, assembler.RUN_SEED)]
+    tasks = _tasks(work, parallel)
+    _work, _units = work, parallel
+    context = multiprocessing.get_context("fork")
+    bar = None
+    try:
+        with ProcessPoolExecutor(max_workers=processes, mp_context=context,
+                                 initializer=_start, initargs=(os.getpid(),)) as pool:
+            window: deque[Future[Counts | Failure]] = deque()
+            pending = iter(tasks)
+
+            def refill() -> None:
+                """Keep ``2 * processes`` tasks running: results wait in ``window`` to be
+                taken in plan order, but a worker stalled on one task (descheduled on a busy
+                machine) does not hold the others' next tasks back."""
+                running = sum(not future.done() for future in window)
+                for task in pending:
+                    window.append(pool.submit(_run_task, task))
+                    running += 1
+                    if running >= 2 * processes:
+                        break
+
+            try:
+                refill()  # the first submit forks the workers
+                bar = work.bar()
+                for run, first, end in units:  # the parent's share, while the workers work
+                    if run[0] in (assembler.RUN_ZERO, assembler.RUN_IN_PLACE):
+                        work.write(run, first, end, Done([]))
+                        bar.update(end - first)
+                while window:
+                    if not window[0].done():
+                        wait([f for f in window if not f.done()], return_when=FIRST_COMPLETED)
+                        refill()
+                        continue
+                    try:
+                        result = window.popleft().result()
+                    except BrokenProcessPool:  # killed (the OOM killer, a signal)
+                        raise DesyncRefError(f"a worker process writing {work.target} "
+                                             "died") from None
+                    _raise_failure(result)
+                    counts = _counts(result)
+                    work.count(Done([], from_seed=counts[1], from_store=counts[2],
+                                    copied=counts[3], cloned=counts[4]))
+                    bar.update(counts[0])
+                    refill()
+            finally:
+                for future in window:
+                    future.cancel()
+        for run, first, end in units:  # sources all written now: earlier runs, any share
+            if run[0] == assembler.RUN_SELF:
+                work.write(run, first, end, Done([]))
+                bar.update(end - first)
+    finally:
+        _work, _units = None, []
+        if bar is not None:
+            bar.close()
+    return work.stats
+
+
+def _tasks(work: Assembler, units: list[Unit]) -> list[tuple[int, int]]:
+    """``units`` cut into (lo, hi) ranges of about TASK_BYTES."""
+    chunks = work.chunks
+    tasks: list[tuple[int, int]] = []
+    lo = 0
+    total = 0
+    for n, (_, first, end) in enumerate(units):
+        total += chunks[end - 1].end - chunks[first].start
+        if total >= TASK_BYTES:
+            tasks.append((lo, n + 1))
+            lo, total = n + 1, 0
+    if lo < len(units):
+        tasks.append((lo, len(units)))
+    return tasks
+
+
+def _start(parent: int) -> None:
+    """Worker start-up: die with the parent (a SIGKILLed extract must not leave workers
+    writing), leave Ctrl-C to the parent, and keep no chunks for later use: a repeated chunk
+    is read again from the local store rather than held in every worker."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if _work is not None:
+        _work.source.keep_budget = 0
+
+
+def _run_task(task: tuple[int, int]) -> Counts | Failure:
+    """Worker side: load, verify and write the units of one task; the counts come back.
+    The library's errors come back as (type, message, attributes): not every one of them
+    survives pickling (ChunkMissing's constructor takes other arguments)."""
+    work = _work
+    assert work is not None
+    chunks = seeds = store = copied = cloned = 0
+    try:
+        for unit in _units[task[0]:task[1]]:
+            done = work.load(unit)
+            for offset, data in done.writes:
+                work.put(data, offset)
+            chunks += unit[2] - unit[1]
+            seeds += done.from_seed
+            store += done.from_store
+            copied += done.copied
+            cloned += done.cloned
+    except DesyncRefError as exc:
+        attributes = dict(vars(exc))
+        try:
+            pickle.dumps(attributes)
+        except Exception:  # whatever does not pickle is left behind
+            attributes = {}
+        return type(exc), str(exc), attributes
+    return chunks, seeds, store, copied, cloned
+
+
+def _raise_failure(result: Counts | Failure) -> None:
+    if isinstance(result[0], type):
+        kind, message, attributes = result
+        assert isinstance(message, str) and isinstance(attributes, dict)
+        exc = kind.__new__(kind)
+        Exception.__init__(exc, message)
+        exc.__dict__.update(attributes)
+        raise exc from None
+
+
+def _counts(result: Counts | Failure) -> Counts:
+    assert all(isinstance(n, int) for n in result)
+    return result  # type: ignore[return-value]
