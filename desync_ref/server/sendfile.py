@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from typing import Any
 
 from aiohttp import web
@@ -51,8 +52,15 @@ def _send(out: int, data: bytes | None, fd: int, size: int) -> tuple[int, int]:
     ``data`` written, bytes of the file sent)."""
     written = 0
     try:
-        while data is not None and written < len(data):
-            written += os.write(out, data[written:])
+        if data is not None:
+            # MSG_MORE: the head waits for the file's bytes and leaves in their segment (on
+            # loopback a send of its own costs about as much as the whole file).
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=out)
+            try:
+                while written < len(data):
+                    written += sock.send(data[written:], socket.MSG_MORE)
+            finally:
+                sock.detach()
     except OSError:
         # Would block, or the peer went away: the transport takes the rest (and sees
         # the error itself, as for any write).
@@ -71,6 +79,9 @@ def _send(out: int, data: bytes | None, fd: int, size: int) -> tuple[int, int]:
 
 class FileBody(web.StreamResponse):
     """``size`` bytes of ``file`` (opened by the caller, closed here once sent or dropped)."""
+
+    # aiohttp (3.12 and later): keep the head back, to go out with the file (_take_headers).
+    _send_headers_immediately = False
 
     def __init__(self, file: Any, size: int, headers: dict[str, str]) -> None:
         super().__init__(status=200, headers=headers)
