@@ -292,11 +292,11 @@ def _announce(sockets: list[socket.socket], scheme: str, prog: str) -> None:
 
 
 async def _serve(service: Service, sockets: list[socket.socket], ctx: ssl.SSLContext | None,
-                 executor: ThreadPoolExecutor, on_hup: Callable[[], None] | None,
-                 unblock: Callable[[], None] | None) -> int:
+                 executor: ThreadPoolExecutor, unblock: Callable[[], None], worker: bool) -> int:
     """Serve until SIGINT/SIGTERM; the signal's number."""
     loop = asyncio.get_running_loop()
     loop.set_default_executor(executor)
+    on_hup = service.on_hup
     server = make_web_server(service.handler)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
@@ -311,10 +311,9 @@ async def _serve(service: Service, sockets: list[socket.socket], ctx: ssl.SSLCon
         loop.add_signal_handler(sig, stopping, sig)
     if on_hup is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, on_hup))
-    elif unblock is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # a worker: only the parent may end it
-    if unblock is not None:
-        unblock()  # signals that came during the start are delivered now, to the handlers above
+    elif worker:
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # only the parent may end a worker
+    unblock()  # signals that came during the start are delivered now, to the handlers above
     try:
         for sock in sockets:
             await web.SockSite(runner, sock, ssl_context=ctx, backlog=BACKLOG).start()
@@ -325,11 +324,11 @@ async def _serve(service: Service, sockets: list[socket.socket], ctx: ssl.SSLCon
 
 
 def _serve_process(service: Service, sockets: list[socket.socket], ctx: ssl.SSLContext | None,
-                   options: ServerOptions, prog: str, unblock: Callable[[], None] | None = None) -> int:
+                   options: ServerOptions, prog: str, unblock: Callable[[], None], *, worker: bool) -> int:
     _event_loop_policy()
     executor = ThreadPoolExecutor(max_workers=max(4, options.threads), thread_name_prefix=prog)
     try:
-        return asyncio.run(_serve(service, sockets, ctx, executor, service.on_hup, unblock))
+        return asyncio.run(_serve(service, sockets, ctx, executor, unblock, worker))
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
 
@@ -342,6 +341,14 @@ def run_server(open_service: Callable[[], Service], options: ServerOptions, prog
     ``reloads``: its services reload on SIGHUP (the parent of workers passes SIGHUP on)."""
     from desync_ref.server.workers import supervise
 
+    # Signals wait until the serving loop has its handlers: the sockets listen (and a
+    # client may act on the "listening" line) before it runs.
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} if reloads else {signal.SIGINT, signal.SIGTERM}
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+
+    def unblock() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+
     log = RequestLog(options.log)
     try:
         ctx = tls_context(options)
@@ -351,27 +358,31 @@ def run_server(open_service: Callable[[], Service], options: ServerOptions, prog
             if workers <= 1:
                 service = open_service()
                 try:
-                    return 128 + _serve_process(log.wrap_service(service), sets[0], ctx, options, prog)
+                    stopped_by = _serve_process(log.wrap_service(service), sets[0], ctx, options, prog, unblock,
+                                                worker=False)
+                    return 128 + stopped_by
                 finally:
                     service.close()
 
-            def worker(slot: int, unblock: Callable[[], None]) -> int:
+            def worker(slot: int, unblock_worker: Callable[[], None]) -> int:
                 for other, copy in enumerate(sets):
                     if other != slot:
                         for sock in copy:
                             sock.close()
                 service = open_service()
                 try:
-                    _serve_process(log.wrap_service(service), sets[slot], ctx, options, prog, unblock)
+                    _serve_process(log.wrap_service(service), sets[slot], ctx, options, prog, unblock_worker,
+                                   worker=True)
                 finally:
                     service.close()
                     log.close()
                 return 0
 
-            return supervise(workers, worker, prog, reloads=reloads)
+            return supervise(workers, worker, prog, reloads=reloads, mask=saved)
         finally:
             for copy in sets:
                 for sock in copy:
                     sock.close()
     finally:
         log.close()
+        unblock()

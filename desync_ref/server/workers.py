@@ -55,13 +55,14 @@ def _describe(status: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, count: int, worker: Worker, prog: str, *, reloads: bool) -> None:
+    def __init__(self, count: int, worker: Worker, prog: str, *, reloads: bool,
+                 mask: set[int | signal.Signals]) -> None:
         self.count = count
         self.worker = worker
         self.prog = prog
         self.reloads = reloads
         self.running: dict[int, tuple[int, float]] = {}  # pid -> (slot, start time)
-        self._saved_mask: set[int | signal.Signals] = set()
+        self.mask = mask  # the signal mask workers serve with
 
     def _say(self, message: str) -> None:
         print(f"{self.prog}: {message}", file=sys.stderr, flush=True)
@@ -77,7 +78,7 @@ class Supervisor:
         code = 1
         try:
             _die_with_parent(parent)
-            saved = self._saved_mask
+            saved = self.mask
 
             def unblock() -> None:
                 signal.pthread_sigmask(signal.SIG_SETMASK, saved)
@@ -128,7 +129,7 @@ class Supervisor:
     def run(self) -> int:
         """Start the workers and supervise them until a stop signal: 128 + its number, or 1
         when a worker died at its start."""
-        self._saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
+        saved = signal.pthread_sigmask(signal.SIG_BLOCK, _SIGNALS)
         status = 1
         try:
             for slot in range(self.count):
@@ -147,7 +148,7 @@ class Supervisor:
                     break
         finally:
             self._stop()
-            signal.pthread_sigmask(signal.SIG_SETMASK, self._saved_mask)
+            signal.pthread_sigmask(signal.SIG_SETMASK, saved)
         return status
 
     def _replace_dead(self) -> bool:
@@ -161,5 +162,8 @@ class Supervisor:
         return False
 
 
-def supervise(count: int, worker: Worker, prog: str, *, reloads: bool) -> int:
-    return Supervisor(count, worker, prog, reloads=reloads).run()
+def supervise(count: int, worker: Worker, prog: str, *, reloads: bool,
+              mask: set[int | signal.Signals]) -> int:
+    """``mask``: the signal mask the workers serve with (the caller's own, before it held
+    signals back while starting)."""
+    return Supervisor(count, worker, prog, reloads=reloads, mask=mask).run()
