@@ -7,7 +7,10 @@ not load, an address it cannot listen on, a log file it cannot open) is a Server
 
 The stack is aiohttp on asyncio (uvloop when installed): one event loop parses HTTP in C
 (llhttp), keeps connections alive and serves many concurrent clients; store calls, which
-block, run in a thread pool sized by ``-n``.
+block, run in a thread pool sized by ``-n``. ``run_server`` binds the listening sockets
+and serves in this process, or in worker processes (``server/workers.py``) that each
+accept on their own SO_REUSEPORT socket and run such a loop over their own store chain
+(a :class:`Service`).
 
 Timeouts are desync's (``serve`` in ``cmd/desync/indexserver.go``): 30 s to read a
 request's headers (Go ``ReadHeaderTimeout``, which aiohttp lacks: a timer per connection,

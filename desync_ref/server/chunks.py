@@ -18,6 +18,9 @@ unlike desync, whose default is to skip, PUTs are verified by default). A PUT ne
 a chunk the store already holds in a form that verifies: the id names the content, so the
 chunk there is kept and the PUT answered 200, whatever bytes it brought.
 What the store can do is asked of its type: WriteStore for PUT, InlineRead for the fast path.
+A GET a local store can answer with its file as it is (the wire form, read unverified as
+every GET is by default) is answered with the file (``server/sendfile.py``, sendfile);
+anything else, missing files included, takes the store's own read.
 """
 
 from __future__ import annotations
