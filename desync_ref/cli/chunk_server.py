@@ -76,7 +76,8 @@ def default_workers(store: Store, wire: StorageForm) -> int:
     process otherwise, where requests wait on upstream stores and concurrent requests for
     a chunk share one upstream fetch only within a process."""
     if not wire.encrypted and isinstance(store, InlineRead) and store.reads_inline(not wire.compressed):
-        return len(os.sched_getaffinity(0))
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux; elsewhere every core
+        return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
     return 1
 
 

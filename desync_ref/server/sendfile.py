@@ -20,9 +20,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
+
+_MSG_MORE: Final = getattr(socket, "MSG_MORE", 0)  # Linux; elsewhere the head goes alone
 
 
 def _socket_fd(transport: asyncio.Transport | None) -> int | None:
@@ -58,7 +60,7 @@ def _send(out: int, data: bytes | None, fd: int, size: int) -> tuple[int, int]:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, 0, fileno=out)
             try:
                 while written < len(data):
-                    written += sock.send(data[written:], socket.MSG_MORE)
+                    written += sock.send(data[written:], _MSG_MORE)
             finally:
                 sock.detach()
     except OSError:
