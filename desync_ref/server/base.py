@@ -234,8 +234,13 @@ def _event_loop_policy() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def _listen_socket(family: int, address: tuple[Any, ...], shared: bool) -> socket.socket:
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def _listen_socket(family: int, address: tuple[Any, ...], shared: bool) -> socket.socket | None:
+    """A listening socket, or None when the system has no such family (as asyncio's
+    create_server, which skips it: no IPv6 on the host, say)."""
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        return None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if shared:
@@ -267,6 +272,7 @@ def bind_listeners(listen: list[str], copies: int) -> list[list[socket.socket]]:
             except (OSError, UnicodeError) as exc:
                 raise ServerSetupError(f"cannot listen on {where}: {getattr(exc, 'strerror', None) or exc}") from None
             seen: set[tuple[int, tuple[Any, ...]]] = set()
+            bound = len(sets[0])
             for family, _, _, _, sockaddr in infos:
                 if (family, sockaddr) in seen:
                     continue
@@ -276,9 +282,13 @@ def bind_listeners(listen: list[str], copies: int) -> list[list[socket.socket]]:
                         sock = _listen_socket(family, sockaddr, copies > 1)
                     except OSError as exc:
                         raise ServerSetupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+                    if sock is None:
+                        break
                     copy.append(sock)
                     if sockaddr[1] == 0:  # the port the first socket got is everyone's
                         sockaddr = (sockaddr[0], sock.getsockname()[1], *sockaddr[2:])
+            if len(sets[0]) == bound:
+                raise ServerSetupError(f"cannot listen on {where}: no usable address family")
     except BaseException:
         for copy in sets:
             for sock in copy:
