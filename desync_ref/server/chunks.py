@@ -75,10 +75,10 @@ class ChunkHandler:
         # The usual request path, matched at once; any other goes through parse_chunk_path.
         self._plain_path = re.compile(r"/([0-9a-fA-F]{4})/\1[0-9a-fA-F]{60}" + re.escape(self.extension))
         # A local store (not one swapped on SIGHUP) holding chunks in the wire form, read
-        # unverified: GETs answer with its files (FileBody, sendfile), HEADs with a stat.
+        # unverified: GETs answer with its files (FileBody, sendfile). Asked at the first
+        # GET: the handler is made without touching the store.
         self._files: str | None = None
-        if isinstance(store, LocalStore) and self._inline():
-            self._files = os.fspath(store.path)
+        self._files_known = False
 
     # -- path --------------------------------------------------------------------------
     def id_from_path(self, path: str) -> bytes | str:
@@ -162,7 +162,13 @@ class ChunkHandler:
             return None
         return FileBody(file, info.st_size, _OCTETS)
 
+    def _file_root(self) -> str | None:
+        store = self.store
+        return os.fspath(store.path) if isinstance(store, LocalStore) and self._inline() else None
+
     async def get(self, chunk_id: bytes) -> web.StreamResponse:
+        if not self._files_known:
+            self._files, self._files_known = self._file_root(), True
         if self._files is not None:
             body = self._open_file(chunk_id)
             if body is not None:
