@@ -6,8 +6,9 @@ each server and compared with the store's file; a wrong body ends the run (exit 
 server then gets the same warm-up (wrk for a tenth of the time) and the measured run:
 ``wrk`` (Debian package ``wrk``) requests the store's 64 KiB chunks round-robin for a
 bounded time, counting every response that is not 2xx. The script reports requests/s,
-p50/p99 latency, non-2xx responses, socket errors, and chunk-server's RSS (start, peak,
-end) as JSON; any non-2xx response or socket error makes the exit status 1.
+p50/p99 latency, non-2xx responses, socket errors, each server's CPU time per request
+(its process and workers; on a shared machine a steadier figure than the rate), and
+chunk-server's RSS, workers included (start, peak, end) as JSON; any non-2xx response or socket error makes the exit status 1.
 Needs ``nginx`` (Debian ``nginx-light``) and ``wrk``: ``make bench-http-deps`` installs
 both; without them the script exits with status 2 and says what is missing.
 """
@@ -139,13 +140,52 @@ def parse_wrk(text: str) -> dict[str, object]:
 
 
 def rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
+    """Resident set of the process and its workers (shared pages counted in each)."""
+    total = 0
+    for member in tree(pid):
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (chunk-server's workers, nginx's)."""
+    found = [pid]
+    for member in found:
+        try:
+            for task in Path(f"/proc/{member}/task").iterdir():
+                found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the process tree: the cost of the requests, which unlike
+    the request rate hardly depends on what else runs on a shared machine."""
+    ticks = 0
+    for member in tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, url: str, script: Path, args: argparse.Namespace) -> dict[str, object]:
+    """wrk's figures and the server's CPU milliseconds per request."""
+    before = cpu_seconds(pid)
+    result = run_wrk(url, script, args)
+    used = cpu_seconds(pid) - before
+    requests = result.get("requests")
+    if isinstance(requests, float) and requests:
+        result["server_cpu_ms_per_request"] = round(1000 * used / requests, 4)
+    return result
 
 
 def run_wrk(url: str, script: Path, args: argparse.Namespace) -> dict[str, object]:
@@ -210,7 +250,7 @@ http {{
             wait_port(nport)
             verify_bodies(nport, names, store, "nginx")
             warm_up(f"http://127.0.0.1:{nport}", script, args)
-            results["nginx"] = run_wrk(f"http://127.0.0.1:{nport}", script, args)
+            results["nginx"] = measured(ng.pid, f"http://127.0.0.1:{nport}", script, args)
         finally:
             ng.send_signal(signal.SIGQUIT)
             ng.wait(timeout=20)
@@ -234,7 +274,7 @@ http {{
             sampler.start()
             warm_up(f"http://127.0.0.1:{cport}", script, args)
             warm_rss = rss_kib(cs.pid)
-            results["chunk_server"] = run_wrk(f"http://127.0.0.1:{cport}", script, args)
+            results["chunk_server"] = measured(cs.pid, f"http://127.0.0.1:{cport}", script, args)
             stop.set()
             sampler.join()
             results["chunk_server_rss_kib"] = {"start": start_rss, "after_warmup": warm_rss,
@@ -246,6 +286,10 @@ http {{
         assert isinstance(ours, dict) and isinstance(theirs, dict)
         if ours.get("requests_per_s") and theirs.get("requests_per_s"):
             results["ratio_vs_nginx"] = round(float(ours["requests_per_s"]) / float(theirs["requests_per_s"]), 3)
+        if ours.get("server_cpu_ms_per_request") and theirs.get("server_cpu_ms_per_request"):
+            # nginx's CPU per request over ours: the rate ratio on cores of their own
+            results["cpu_ratio_vs_nginx"] = round(float(theirs["server_cpu_ms_per_request"])
+                                                  / float(ours["server_cpu_ms_per_request"]), 3)
     print(json.dumps(results, indent=2))
     failed = [f"{who}: {r['non_2xx']} responses not 2xx, {r['socket_errors']} socket errors"
               for who, r in (("nginx", theirs), ("chunk-server", ours))

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from desync_ref.server.base import run_server  # aiohttp: loaded only to serve
+    from desync_ref.server.base import Service, run_server  # aiohttp: loaded only to serve
     from desync_ref.server.indexes import PROG, IndexHandler
 
     serving = server_options(args)
@@ -39,6 +39,6 @@ def run(args: argparse.Namespace) -> int:
     store = open_index_store(args.store, store_options(args))
     handler = IndexHandler(store, writable=args.writable, authorization=serving.authorization)
     try:
-        return run_server(handler, serving, PROG)
+        return run_server(lambda: Service(handler), serving, PROG)
     finally:
         store.close()

@@ -7,7 +7,10 @@ not load, an address it cannot listen on, a log file it cannot open) is a Server
 
 The stack is aiohttp on asyncio (uvloop when installed): one event loop parses HTTP in C
 (llhttp), keeps connections alive and serves many concurrent clients; store calls, which
-block, run in a thread pool sized by ``-n``.
+block, run in a thread pool sized by ``-n``. ``run_server`` binds the listening sockets
+and serves in this process, or in worker processes (``server/workers.py``) that each
+accept on their own SO_REUSEPORT socket and run such a loop over their own store chain
+(a :class:`Service`).
 
 Timeouts are desync's (``serve`` in ``cmd/desync/indexserver.go``): 30 s to read a
 request's headers (Go ``ReadHeaderTimeout``, which aiohttp lacks: a timer per connection,
@@ -22,11 +25,13 @@ import asyncio
 import contextlib
 import hmac
 import signal
+import socket
 import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
 from aiohttp import web, web_protocol
@@ -38,6 +43,7 @@ Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 
 HEADER_TIMEOUT: Final = 30.0  # seconds, desync ReadHeaderTimeout
 IDLE_TIMEOUT: Final = 120.0  # seconds, desync IdleTimeout
+BACKLOG: Final = 1024
 
 
 def tls_context(options: ServerOptions) -> ssl.SSLContext | None:
@@ -91,6 +97,16 @@ def text(status: int, message: str = "") -> web.Response:
     return web.Response(status=status, body=body, content_type="text/plain", charset="utf-8")
 
 
+@dataclass
+class Service:
+    """What one server process serves: the handler, the SIGHUP reload (if the server has
+    one) and what to close at the end. Each worker process opens its own."""
+
+    handler: Handler
+    on_hup: Callable[[], None] | None = None
+    close: Callable[[], None] = lambda: None
+
+
 class RequestLog:
     """``--log FILE|-``: one line per request, Go ``log.LstdFlags`` date prefix."""
 
@@ -120,9 +136,17 @@ class RequestLog:
 
         return logged
 
+    def wrap_service(self, service: Service) -> Service:
+        return Service(self.wrap(service.handler), service.on_hup, service.close)
+
     def close(self) -> None:
-        if self._own and self.out is not None:
+        """Flushed, so that a worker process's last lines are not lost at its exit."""
+        if self.out is None:
+            return
+        if self._own:
             self.out.close()
+        else:
+            self.out.flush()
 
 
 class _Connection(web_protocol.RequestHandler):
@@ -210,47 +234,168 @@ def _event_loop_policy() -> None:
         asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-async def _serve(handler: Handler, options: ServerOptions, prog: str,
-                 on_hup: Callable[[], None] | None, executor: ThreadPoolExecutor) -> None:
-    ctx = tls_context(options)
-    addresses = [parse_listen(address) for address in (options.listen or [":http"])]
+def _listen_socket(family: int, address: tuple[Any, ...], shared: bool) -> socket.socket | None:
+    """A listening socket, or None when the system has no such family (as asyncio's
+    create_server, which skips it: no IPv6 on the host, say)."""
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:
+        return None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            # as asyncio's create_server: "::" must not also take the IPv4 port
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def bind_listeners(listen: list[str], copies: int) -> list[list[socket.socket]]:
+    """``copies`` lists of listening sockets, one socket per address (and per address
+    family of a host-less address) in each; with more than one copy, every socket of an
+    address is bound with SO_REUSEPORT to the same port (a port 0 is picked once), so
+    each worker accepts on its own socket and the kernel spreads the connections."""
+    sets: list[list[socket.socket]] = [[] for _ in range(copies)]
+    try:
+        for address in listen:
+            host, port = parse_listen(address)
+            where = f"{host or ''}:{port}"
+            try:
+                infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            except (OSError, UnicodeError) as exc:
+                raise ServerSetupError(f"cannot listen on {where}: {getattr(exc, 'strerror', None) or exc}") from None
+            seen: set[tuple[int, tuple[Any, ...]]] = set()
+            bound = len(sets[0])
+            for family, _, _, _, sockaddr in infos:
+                if (family, sockaddr) in seen:
+                    continue
+                seen.add((family, sockaddr))
+                for copy in sets:
+                    try:
+                        sock = _listen_socket(family, sockaddr, copies > 1)
+                    except OSError as exc:
+                        raise ServerSetupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+                    if sock is None:
+                        break
+                    copy.append(sock)
+                    if sockaddr[1] == 0:  # the port the first socket got is everyone's
+                        sockaddr = (sockaddr[0], sock.getsockname()[1], *sockaddr[2:])
+            if len(sets[0]) == bound:
+                raise ServerSetupError(f"cannot listen on {where}: no usable address family")
+    except BaseException:
+        for copy in sets:
+            for sock in copy:
+                sock.close()
+        raise
+    return sets
+
+
+def _announce(sockets: list[socket.socket], scheme: str, prog: str) -> None:
+    for sock in sockets:
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in str(host) else host
+        warn(prog, f"listening on {scheme}://{shown}:{port}/")
+
+
+async def _serve(service: Service, sockets: list[socket.socket], ctx: ssl.SSLContext | None,
+                 executor: ThreadPoolExecutor, unblock: Callable[[], None], worker: bool) -> int:
+    """Serve until SIGINT/SIGTERM; the signal's number."""
     loop = asyncio.get_running_loop()
     loop.set_default_executor(executor)
-    server = make_web_server(handler)
+    on_hup = service.on_hup
+    server = make_web_server(service.handler)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stop = asyncio.Event()
+    stopped_by = [signal.SIGTERM]
+
+    def stopping(sig: int) -> None:
+        stopped_by[0] = signal.Signals(sig)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, stopping, sig)
+    if on_hup is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, on_hup))
+    elif worker:
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)  # only the parent may end a worker
+    unblock()  # signals that came during the start are delivered now, to the handlers above
     try:
-        for host, port in addresses:
-            site = web.TCPSite(runner, host, port, ssl_context=ctx, reuse_address=True, backlog=1024)
-            try:
-                await site.start()
-            except OSError as exc:
-                where = f"{host or ''}:{port}"
-                raise ServerSetupError(f"cannot listen on {where}: {exc.strerror or exc}") from None
-        if on_hup is not None:
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.run_in_executor(None, on_hup))
-        scheme = "https" if ctx else "http"
-        for site_name in runner.addresses:
-            host, port = site_name[0], site_name[1]
-            shown = f"[{host}]" if ":" in str(host) else host
-            warn(prog, f"listening on {scheme}://{shown}:{port}/")
+        for sock in sockets:
+            await web.SockSite(runner, sock, ssl_context=ctx, backlog=BACKLOG).start()
         await stop.wait()
     finally:
         await runner.cleanup()
+    return int(stopped_by[0])
 
 
-def run_server(handler: Handler, options: ServerOptions, prog: str, *,
-               on_hup: Callable[[], None] | None = None, **_: Any) -> int:
-    """Serve until SIGINT/SIGTERM; in-flight requests finish (up to 5 s) before the exit."""
-    log = RequestLog(options.log)
+def _serve_process(service: Service, sockets: list[socket.socket], ctx: ssl.SSLContext | None,
+                   options: ServerOptions, prog: str, unblock: Callable[[], None], *, worker: bool) -> int:
     _event_loop_policy()
     executor = ThreadPoolExecutor(max_workers=max(4, options.threads), thread_name_prefix=prog)
     try:
-        asyncio.run(_serve(log.wrap(handler), options, prog, on_hup, executor))
+        return asyncio.run(_serve(service, sockets, ctx, executor, unblock, worker))
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+
+
+def run_server(open_service: Callable[[], Service], options: ServerOptions, prog: str, *,
+               workers: int = 1, reloads: bool = False) -> int:
+    """Serve until SIGINT/SIGTERM, in this process or in ``workers`` worker processes
+    (``server/workers.py``); in-flight requests finish (up to 5 s) before the exit, whose
+    status is 128 + the signal's number. ``open_service`` runs once per serving process;
+    ``reloads``: its services reload on SIGHUP (the parent of workers passes SIGHUP on)."""
+    from desync_ref.server.workers import supervise
+
+    # Signals wait until the serving loop has its handlers: the sockets listen (and a
+    # client may act on the "listening" line) before it runs.
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} if reloads else {signal.SIGINT, signal.SIGTERM}
+    saved = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+
+    def unblock() -> None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+
+    log = RequestLog(options.log)
+    try:
+        ctx = tls_context(options)
+        sets = bind_listeners(options.listen or [":http"], max(1, workers))
+        try:
+            _announce(sets[0], "https" if ctx else "http", prog)
+            if workers <= 1:
+                service = open_service()
+                try:
+                    stopped_by = _serve_process(log.wrap_service(service), sets[0], ctx, options, prog, unblock,
+                                                worker=False)
+                    return 128 + stopped_by
+                finally:
+                    service.close()
+
+            def worker(slot: int, unblock_worker: Callable[[], None]) -> int:
+                for other, copy in enumerate(sets):
+                    if other != slot:
+                        for sock in copy:
+                            sock.close()
+                service = open_service()
+                try:
+                    _serve_process(log.wrap_service(service), sets[slot], ctx, options, prog, unblock_worker,
+                                   worker=True)
+                finally:
+                    service.close()
+                    log.close()
+                return 0
+
+            return supervise(workers, worker, prog, reloads=reloads, mask=saved)
+        finally:
+            for copy in sets:
+                for sock in copy:
+                    sock.close()
+    finally:
         log.close()
-    return 0
+        unblock()

@@ -18,11 +18,17 @@ unlike desync, whose default is to skip, PUTs are verified by default). A PUT ne
 a chunk the store already holds in a form that verifies: the id names the content, so the
 chunk there is kept and the PUT answered 200, whatever bytes it brought.
 What the store can do is asked of its type: WriteStore for PUT, InlineRead for the fast path.
+A GET a local store can answer with its file as it is (the wire form, read unverified as
+every GET is by default) is answered with the file (``server/sendfile.py``, sendfile);
+anything else, missing files included, takes the store's own read.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import stat
 from typing import Final
 
 from aiohttp import web
@@ -31,7 +37,9 @@ from desync_ref.errors import ChunkInvalid, ChunkMissing, DesyncRefError
 from desync_ref.formats.chunk import Digest, NameProblem, id_text, parse_chunk_path
 from desync_ref.formats.constants import CA_CHUNK_SIZE_LIMIT_MAX
 from desync_ref.server.base import authorized, read_body, text, warn
+from desync_ref.server.sendfile import FileBody
 from desync_ref.stores import InlineRead, Store, WriteStore
+from desync_ref.stores.local import LocalStore
 from desync_ref.stores.storage_form import StorageForm
 
 PROG: Final = "chunk-server"
@@ -39,6 +47,8 @@ PROG: Final = "chunk-server"
 MAX_BODY: Final = CA_CHUNK_SIZE_LIMIT_MAX + 1024 * 1024
 ONLY: Final = "only GET, PUT and HEAD are supported"
 _OCTETS: Final = {"Content-Type": "application/octet-stream"}
+# O_NOFOLLOW: a symlink is casync's mark of a missing chunk (stores/local.py)
+_OPEN_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class ChunkHandler:
@@ -60,6 +70,15 @@ class ChunkHandler:
         self.write_digest: Digest | None = None if skip_verify_write else digest
         self.authorization = authorization.encode("utf-8", "surrogateescape")
         self._inflight: dict[bytes, asyncio.Future[bytes]] = {}
+        # Asked once: a runtime-checkable Protocol's isinstance costs more than a request.
+        self._inline_store: InlineRead | None = store if isinstance(store, InlineRead) else None
+        # The usual request path, matched at once; any other goes through parse_chunk_path.
+        self._plain_path = re.compile(r"/([0-9a-fA-F]{4})/\1[0-9a-fA-F]{60}" + re.escape(self.extension))
+        # A local store (not one swapped on SIGHUP) holding chunks in the wire form, read
+        # unverified: GETs answer with its files (FileBody, sendfile). Asked at the first
+        # GET: the handler is made without touching the store.
+        self._files: str | None = None
+        self._files_known = False
 
     # -- path --------------------------------------------------------------------------
     def id_from_path(self, path: str) -> bytes | str:
@@ -82,11 +101,15 @@ class ChunkHandler:
         if not authorized(request, self.authorization):
             return text(401, "Unauthorized")
         raw = request.raw_path
-        # the usual request needs no decoding; anything else goes through aiohttp's
-        path = raw if "%" not in raw and "?" not in raw and "#" not in raw else request.path
-        parsed = self.id_from_path(path)
-        if isinstance(parsed, str):
-            return text(400, parsed)
+        parsed: bytes | str
+        if self._plain_path.fullmatch(raw):
+            parsed = bytes.fromhex(raw[6:70])
+        else:
+            # anything but the usual path is decoded by aiohttp first
+            path = raw if "%" not in raw and "?" not in raw and "#" not in raw else request.path
+            parsed = self.id_from_path(path)
+            if isinstance(parsed, str):
+                return text(400, parsed)
         method = request.method
         if method == "GET":
             return await self.get(parsed)
@@ -116,11 +139,40 @@ class ChunkHandler:
 
     def _inline(self) -> bool:
         """A local store already in the wire form: a page-cache read is cheaper than a thread hop."""
-        store = self.store
-        return (self.read_digest is None and not self.form.encrypted and isinstance(store, InlineRead)
+        store = self._inline_store
+        return (self.read_digest is None and not self.form.encrypted and store is not None
                 and store.reads_inline(self.uncompressed))
 
+    def _open_file(self, chunk_id: bytes) -> FileBody | None:
+        """The chunk's file in the wire form, or None: missing, empty (see LocalStore.has_chunk)
+        or unreadable here, the store's own read decides (the other form, 404 or 500)."""
+        hex_id = chunk_id.hex()
+        try:
+            fd = os.open(f"{self._files}/{hex_id[:4]}/{hex_id}{self.extension}", _OPEN_FLAGS)
+        except OSError:
+            return None
+        file = open(fd, "rb", buffering=0)  # noqa: SIM115 - FileBody closes it
+        try:
+            info = os.fstat(fd)
+        except OSError:
+            file.close()
+            return None
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            file.close()
+            return None
+        return FileBody(file, info.st_size, _OCTETS)
+
+    def _file_root(self) -> str | None:
+        store = self.store
+        return os.fspath(store.path) if isinstance(store, LocalStore) and self._inline() else None
+
     async def get(self, chunk_id: bytes) -> web.StreamResponse:
+        if not self._files_known:
+            self._files, self._files_known = self._file_root(), True
+        if self._files is not None:
+            body = self._open_file(chunk_id)
+            if body is not None:
+                return body
         try:
             payload = self._load(chunk_id) if self._inline() else await self._fetch(chunk_id)
         except ChunkMissing:
@@ -134,7 +186,10 @@ class ChunkHandler:
     async def head(self, chunk_id: bytes) -> web.StreamResponse:
         loop = asyncio.get_running_loop()
         try:
-            found = await loop.run_in_executor(None, self.store.has_chunk, chunk_id)
+            if self._inline():  # a stat of a local file: no thread hop
+                found = self.store.has_chunk(chunk_id)
+            else:
+                found = await loop.run_in_executor(None, self.store.has_chunk, chunk_id)
         except (DesyncRefError, OSError) as exc:
             warn(PROG, f"failed to check chunk {chunk_id.hex()}: {exc}")
             return text(500, "internal server error")
