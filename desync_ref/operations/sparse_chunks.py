@@ -129,11 +129,13 @@ def iter_sparse_ids(fd: int, sizes: ChunkSizes, digest_name: str, start: int,
         yield offset, size, zero_ids(size) if data is None else digest(data)
 
 
-def in_hole(fd: int, chunk: IndexChunk) -> bool:
-    """Whether ``chunk``'s bytes lie in a hole of ``fd`` (they read as zeros)."""
-    if chunk.size == 0:
+def in_hole(fd: int, chunk: IndexChunk, length: int) -> bool:
+    """Whether ``chunk``'s bytes lie in a hole of ``fd`` (``length`` bytes long): they
+    read as zeros. Never for a chunk running past ``length`` (it cannot be read whole)."""
+    end = chunk.start + chunk.size
+    if chunk.size == 0 or end > length:
         return False
-    return next_data(fd, chunk.start, chunk.start + chunk.size) >= chunk.start + chunk.size
+    return next_data(fd, chunk.start, end) >= end
 
 
 def data_span_starts(fd: int, length: int, sizes: ChunkSizes, workers: int,
