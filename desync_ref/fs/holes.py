@@ -110,7 +110,8 @@ def _write_all(fd: int, view: memoryview, offset: int) -> None:
 
 def next_data(fd: int, offset: int, end: int) -> int:
     """The first offset in [offset, end) that may hold data, or ``end`` if all of it is a
-    hole. Where the file system cannot tell, ``offset`` (everything may be data)."""
+    hole. Where the file system cannot tell, ``offset`` (everything may be data). Moves the
+    file position (as ``data_regions``): read with ``pread``."""
     if offset >= end:
         return end
     try:
@@ -123,11 +124,15 @@ def next_data(fd: int, offset: int, end: int) -> int:
 
 def has_holes(fd: int, length: int) -> bool:
     """Whether ``fd`` (``length`` bytes) has a hole the file system reports; False where it
-    cannot tell (a pipe, a file system without ``SEEK_HOLE``: those report none)."""
+    cannot tell (a pipe, a file system without ``SEEK_HOLE``: those report none). The file
+    position is left where it was (the caller may go on reading)."""
     try:
-        return os.lseek(fd, 0, os.SEEK_HOLE) < length
+        position = os.lseek(fd, 0, os.SEEK_CUR)
+        hole = os.lseek(fd, 0, os.SEEK_HOLE)
     except OSError:
         return False
+    os.lseek(fd, position, os.SEEK_SET)
+    return hole < length
 
 
 def read_sparse(fd: int, offset: int, length: int) -> bytes:
