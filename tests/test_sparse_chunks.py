@@ -36,6 +36,9 @@ ZERO_CUTS = ChunkSizes(3943, 3943, 4 * 3943)
 EDGE_SETS = [ZERO_CUTS, ChunkSizes(16, 64, 256), ChunkSizes(64, 64, 256),
              ChunkSizes(4 * KIB, 4 * KIB, 4 * KIB), ChunkSizes(1, 1, 1)]
 SIZE_SETS = [ChunkSizes(s.min, s.avg, s.max) for s in CHUNK_SETS] + EDGE_SETS
+# The interpreted chunker scans ~3 MiB/s: the pure pass checks the named layouts with the
+# smaller sets only (the random layouts still cover every set).
+NAMED_LAYOUT_SETS = [s for s in SIZE_SETS if not PURE or s.max <= 64 * KIB]
 digest = digest_function(DIGEST_SHA512_256)
 
 
@@ -105,7 +108,7 @@ def _check_layout(tmp_path: Path, sizes: ChunkSizes, layout: list[tuple[str, int
 
 
 @pytest.mark.parametrize("sizes", SIZE_SETS[:5], ids=str)
-@settings(max_examples=6 if PURE else 40, deadline=None,
+@settings(max_examples=4 if PURE else 40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_identity_with_full_read(tmp_path: Path, sizes: ChunkSizes, data: st.DataObject) -> None:
@@ -115,7 +118,7 @@ def test_identity_with_full_read(tmp_path: Path, sizes: ChunkSizes, data: st.Dat
 
 
 @pytest.mark.parametrize("sizes", SIZE_SETS[5:], ids=str)
-@settings(max_examples=6 if PURE else 30, deadline=None,
+@settings(max_examples=4 if PURE else 30, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_identity_with_full_read_edge_sets(tmp_path: Path, sizes: ChunkSizes,
@@ -129,7 +132,7 @@ def test_identity_with_full_read_edge_sets(tmp_path: Path, sizes: ChunkSizes,
                   data.draw(st.integers(0, 2**40)))
 
 
-@pytest.mark.parametrize("sizes", SIZE_SETS, ids=str)
+@pytest.mark.parametrize("sizes", NAMED_LAYOUT_SETS, ids=str)
 def test_fixed_layouts(tmp_path: Path, sizes: ChunkSizes) -> None:
     """The careful cases by name: holes at start and end, a hole shorter than the window,
     data running into a hole, a hole not aligned with anything, all holes."""
