@@ -257,6 +257,14 @@ class StreamIndexer:
                 self._record(self._window.popleft().result())
         self._bar.update(len(data))
 
+    def add_repeat(self, start: int, size: int, chunk_id: bytes) -> None:
+        """A chunk whose id already went through ``add_chunk`` (a run of zeros): recorded
+        in order, not hashed or looked up again."""
+        while self._window:
+            self._record(self._window.popleft().result())
+        self._record((start, size, chunk_id, False))
+        self._bar.update(size)
+
     def feed(self, data: bytes) -> None:
         self._add(self._chunker.feed(data))
         self._bar.update(len(data))
@@ -352,9 +360,10 @@ def _index_sparse(fd: int, length: int, sizes: ChunkSizes, *, digest: str,
     zeros: dict[int, bytes] = {}
     try:
         for start, size, data in iter_sparse_chunks(fd, sizes, 0, length):
-            if data is None:
-                if size not in zeros:
-                    zeros[size] = bytes(size)
+            if data is None and size in zeros:
+                indexer.add_repeat(start, size, zero_ids(size))
+            elif data is None:
+                zeros[size] = bytes(size)
                 indexer.add_chunk(start, zeros[size], zero_ids(size))
             else:
                 indexer.add_chunk(start, data, None)
