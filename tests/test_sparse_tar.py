@@ -122,3 +122,27 @@ def test_punch_holes_value_is_checked(tmp_path: Path) -> None:
                    check=False)
     assert proc.returncode == 2
     assert b"Traceback" not in proc.stderr
+
+
+def test_zero_blocks_finds_exactly_the_aligned_zero_blocks() -> None:
+    """fs/holes.zero_blocks (untar's hole finder) against the definition, block by block."""
+    from desync_ref.fs.holes import zero_blocks
+
+    def definition(data: bytes, offset: int, block: int) -> list[tuple[int, int]]:
+        runs: list[tuple[int, int]] = []
+        for start in range((-offset) % block, len(data) - block + 1, block):
+            if data[start:start + block] == bytes(block):
+                if runs and runs[-1][1] == start:
+                    runs[-1] = (runs[-1][0], start + block)
+                else:
+                    runs.append((start, start + block))
+        return runs
+
+    rng = random.Random(3)
+    for _ in range(500):
+        data = b"".join(bytes(n) if rng.random() < 0.6 else rng.randbytes(n)
+                        for n in rng.choices([1, 100, 4095, 4096, 4097, 8192, 20000],
+                                             k=rng.randrange(0, 6)))
+        offset, block = rng.randrange(0, 10000), rng.choice([512, 4096])
+        for form in (data, memoryview(data), bytearray(data)):
+            assert zero_blocks(form, offset, block) == definition(data, offset, block)
