@@ -66,6 +66,13 @@ def du(path: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
 
 
+def remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
 def fmt(m: Measured) -> str:
     return f"{m.seconds:7.2f} s  {m.rss_mib:6.0f} MiB"
 
@@ -74,7 +81,7 @@ def bench(name: str, blob: Path, work: Path, casync: str) -> None:
     apparent, allocated = blob.stat().st_size, du(blob)
     print(f"\n== {name}: {apparent / GIB:.2f} GiB apparent, {allocated / MIB:.0f} MiB allocated")
     for d in ("cs", "os", "cx", "ox", "tree", "cu", "ou"):
-        shutil.rmtree(work / d, ignore_errors=True)
+        remove(work / d)
     (work / "cs").mkdir()
     (work / "os").mkdir()
     theirs = run_measured([casync, "make", f"--store={work / 'cs'}", str(work / "c.caibx"), str(blob)])
@@ -89,7 +96,7 @@ def bench(name: str, blob: Path, work: Path, casync: str) -> None:
     print(f"extract  casync {fmt(theirs)} du {du(work / 'cx') / MIB:8.1f} MiB"
           f" | ours {fmt(ours)} du {du(work / 'ox') / MIB:8.1f} MiB")
     for d in ("cx", "ox", "cs", "os"):
-        shutil.rmtree(work / d, ignore_errors=True)
+        remove(work / d)
     (work / "tree").mkdir()
     os.link(blob, work / "tree" / blob.name)
     subprocess.run([casync, "make", "--with=best", "--without=privileged", str(work / "x.catar"),
@@ -100,7 +107,7 @@ def bench(name: str, blob: Path, work: Path, casync: str) -> None:
     print(f"untar    casync {fmt(theirs)} du {du(work / 'cu') / MIB:8.1f} MiB"
           f" | ours {fmt(ours)} du {du(work / 'ou') / MIB:8.1f} MiB")
     for d in ("tree", "cu", "ou"):
-        shutil.rmtree(work / d, ignore_errors=True)
+        remove(work / d)
     (work / "x.catar").unlink()
 
 
