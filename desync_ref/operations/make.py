@@ -357,14 +357,14 @@ def _index_sparse(fd: int, length: int, sizes: ChunkSizes, *, digest: str,
     indexer = StreamIndexer(sizes, digest=digest, store=store, workers=workers,
                             progress=progress, total=length)
     zero_ids = ZeroIds(digest)
-    zeros: dict[int, bytes] = {}
+    seen: set[int] = set()  # sizes of the zero chunks handed on once
     try:
         for start, size, data in iter_sparse_chunks(fd, sizes, 0, length):
-            if data is None and size in zeros:
+            if data is None and size in seen:
                 indexer.add_repeat(start, size, zero_ids(size))
             elif data is None:
-                zeros[size] = bytes(size)
-                indexer.add_chunk(start, zeros[size], zero_ids(size))
+                seen.add(size)
+                indexer.add_chunk(start, bytes(size), zero_ids(size))
             else:
                 indexer.add_chunk(start, data, None)
     except BaseException:
