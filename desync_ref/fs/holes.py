@@ -108,19 +108,19 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
 def zero_blocks(data: bytes | memoryview, offset: int, block: int) -> list[tuple[int, int]]:
     """The runs of whole, block-aligned (in file offsets) all-zero blocks of ``data`` placed
     at ``offset``, as (start, stop) positions within ``data``; merged where adjacent."""
-    # bytes.startswith(zeros, start, end) is one memcmp in place, stopping at the first
-    # byte that is not zero; comparing memoryview slices goes item by item (about 60 us
-    # per 4 KiB block, which made untar of a sparse image crawl).
-    buffer = data if isinstance(data, bytes) else memoryview(data).cast("B").tobytes()
+    # ``zeros.startswith(view)`` is one memcmp of the view against zeros, without a copy,
+    # stopping at the first byte that is not zero; comparing memoryview slices with ``==``
+    # goes item by item (about 60 us per 4 KiB block: untar of a sparse image crawled).
+    view = memoryview(data).cast("B")
     runs: list[tuple[int, int]] = []
     first = (-offset) % block
-    last = first + max(0, len(buffer) - first) // block * block
-    if last > first and buffer.startswith(bytes(last - first), first, last):
+    last = first + max(0, len(view) - first) // block * block
+    if last > first and bytes(last - first).startswith(view[first:last]):
         return [(first, last)]  # all zeros: one run
     zero = bytes(block)
     position = first
     while position < last:
-        if buffer.startswith(zero, position, position + block):
+        if zero.startswith(view[position:position + block]):
             if runs and runs[-1][1] == position:
                 runs[-1] = (runs[-1][0], position + block)
             else:
