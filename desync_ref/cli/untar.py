@@ -1,5 +1,8 @@
 """``untar [-i -s STORE [-c CACHE]] [--no-same-owner] [--no-same-permissions]
-[--output-format disk|gnu-tar] CATAR|CAIDX TARGET|-`` (spec/catar.md)."""
+[--punch-holes=BOOL] [--output-format disk|gnu-tar] CATAR|CAIDX TARGET|-`` (spec/catar.md).
+
+``--punch-holes`` is casync's (``casync --help``: ``--punch-holes=no``): zero blocks of
+payloads become holes, on by default."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import sys
 
 from desync_ref.cli.common import (
     AppendSlice,
+    _bool_flag,
     add_command,
     add_store_options,
     load_index,
@@ -34,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                         help="extract files as current user")
     parser.add_argument("--no-same-permissions", action="store_true",
                         help="use current user's umask instead of what is in the archive")
+    parser.add_argument("--punch-holes", type=_bool_flag, default=True, metavar="BOOL",
+                        help="write runs of zeros as holes (sparse files), as casync does; "
+                             "'no' writes every byte (default yes)")
     parser.add_argument("--output-format", choices=("disk", "gnu-tar"), default="disk",
                         help="output format, 'disk' or 'gnu-tar'")
     add_store_options(parser)
@@ -71,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     created = not os.path.lexists(args.target)
     try:
         _untar(args, DiskSink(args.target, same_owner=not args.no_same_owner,
-                              same_permissions=not args.no_same_permissions))
+                              same_permissions=not args.no_same_permissions,
+                              punch_holes=args.punch_holes))
     except BaseException:
         if created:
             shutil.rmtree(args.target, ignore_errors=True)

@@ -53,6 +53,47 @@ def data_regions(fd: int, start: int, end: int) -> list[tuple[int, int]]:
     return regions
 
 
+def next_data(fd: int, offset: int, end: int) -> int:
+    """The first offset in [offset, end) that may hold data, or ``end`` if all of it is a
+    hole. Where the file system cannot tell, ``offset`` (everything may be data). Moves the
+    file position (as ``data_regions``): read with ``pread``."""
+    if offset >= end:
+        return end
+    try:
+        return min(os.lseek(fd, offset, os.SEEK_DATA), end)
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # no data after offset
+            return end
+        return offset
+
+
+def has_holes(fd: int, length: int) -> bool:
+    """Whether ``fd`` (``length`` bytes) has a hole the file system reports; False where it
+    cannot tell (a pipe, a file system without ``SEEK_HOLE``: those report none). The file
+    position is left where it was (the caller may go on reading)."""
+    try:
+        position = os.lseek(fd, 0, os.SEEK_CUR)
+        hole = os.lseek(fd, 0, os.SEEK_HOLE)
+    except OSError:
+        return False
+    os.lseek(fd, position, os.SEEK_SET)
+    return hole < length
+
+
+def read_sparse(fd: int, offset: int, length: int) -> bytes:
+    """``length`` bytes of ``fd`` from ``offset``, reading only its data regions: the holes
+    are zeros made in memory. Short (as ``pread``) if a data region ends early, i.e. the
+    file shrank while being read."""
+    end = offset + length
+    buffer = bytearray(length)
+    for start, size in data_regions(fd, offset, end):
+        data = os.pread(fd, size, start)
+        buffer[start - offset:start - offset + len(data)] = data
+        if len(data) < size:
+            return bytes(buffer[:start - offset + len(data)])
+    return bytes(buffer)
+
+
 def punch_hole(fd: int, offset: int, length: int) -> None:
     """Deallocate [offset, offset+length) of ``fd``; it reads as zeros after, the size stays."""
     if length <= 0:
@@ -67,13 +108,19 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
 def zero_blocks(data: bytes | memoryview, offset: int, block: int) -> list[tuple[int, int]]:
     """The runs of whole, block-aligned (in file offsets) all-zero blocks of ``data`` placed
     at ``offset``, as (start, stop) positions within ``data``; merged where adjacent."""
+    # ``zeros.startswith(view)`` is one memcmp of the view against zeros, without a copy,
+    # stopping at the first byte that is not zero; comparing memoryview slices with ``==``
+    # goes item by item (about 60 us per 4 KiB block: untar of a sparse image crawled).
     view = memoryview(data).cast("B")
     runs: list[tuple[int, int]] = []
     first = (-offset) % block
+    last = first + max(0, len(view) - first) // block * block
+    if last > first and bytes(last - first).startswith(view[first:last]):
+        return [(first, last)]  # all zeros: one run
     zero = bytes(block)
     position = first
-    while position + block <= len(view):
-        if view[position:position + block] == zero:
+    while position < last:
+        if zero.startswith(view[position:position + block]):
             if runs and runs[-1][1] == position:
                 runs[-1] = (runs[-1][0], position + block)
             else:
@@ -137,3 +184,4 @@ def _write_all(fd: int, view: memoryview, offset: int) -> None:
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         view = view[written:]
         offset += written
+

@@ -6,6 +6,8 @@ and how the flags shape it follows casync ``src/caencoder.c``
 ``ca_encoder_fixup_mtime``, ``ca_encoder_shall_store_child_node``, ``uid_to_name``);
 ``.caexclude`` files as in § "Exclusion files" (``fs/exclude.py``).
 Memory: one directory listing per open level, and file payloads in fixed-size blocks.
+A file with holes is read by its data regions, its holes emitted as zeros from memory
+(``fs/holes.py``; spec/catar.md § "Files with holes").
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ from desync_ref.formats.flag_rules import (
 )
 from desync_ref.fs import exclude
 from desync_ref.fs.acl import read_acls
+from desync_ref.fs.holes import data_regions, has_holes
 
 FS_IOC_GETFLAGS: Final = 0x80086601
 FS_IOC_FSGETXATTR: Final = 0x801C581F
 FS_NODUMP_FL: Final = 0x40
 READ_BLOCK: Final = 1024 * 1024
+_ZEROS: Final = bytes(READ_BLOCK)
 MAX_DEPTH: Final = 400
 _UNSUPPORTED: Final = (errno.ENOTTY, errno.EOPNOTSUPP, errno.EINVAL)
 
@@ -184,6 +188,9 @@ class TreeEncoder:
             self.w.end_dir()
 
     def _payload(self, fd: int, size: int, name: bytes) -> None:
+        if has_holes(fd, size):
+            self._sparse_payload(fd, size, name)
+            return
         left = size
         while left:
             block = os.read(fd, min(READ_BLOCK, left))
@@ -191,6 +198,24 @@ class TreeEncoder:
                 raise DesyncRefError(f"{os.fsdecode(name)}: file shrank while being read")
             self.w.payload(block)
             left -= len(block)
+
+    def _sparse_payload(self, fd: int, size: int, name: bytes) -> None:
+        """The payload of a file with holes: its data regions are read, its holes are
+        zeros from memory (the catar has no holes: the bytes are the same)."""
+        offset = 0
+        for start, length in [*data_regions(fd, 0, size), (size, 0)]:
+            while offset < start:
+                count = min(READ_BLOCK, start - offset)
+                self.w.payload(_ZEROS if count == READ_BLOCK else _ZEROS[:count])
+                offset += count
+            while offset < start + length:
+                block = os.pread(fd, min(READ_BLOCK, start + length - offset), offset)
+                if not block:
+                    raise DesyncRefError(f"{os.fsdecode(name)}: file shrank while being read")
+                self.w.payload(block)
+                offset += len(block)
+        if os.fstat(fd).st_size < size:
+            raise DesyncRefError(f"{os.fsdecode(name)}: file shrank while being read")
 
     def _children(self, fd: int, depth: int) -> None:
         names = sorted(os.fsencode(n) for n in os.listdir(fd))

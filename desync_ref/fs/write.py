@@ -8,7 +8,9 @@ order follows casync ``src/cadecoder.c`` (owner, then mode, xattrs, ACLs, fcaps,
 times). Directories' metadata is applied once the whole archive has been read (each
 directory after everything below it, as desync since #378): until then every directory
 this run made is an owner-writable 0700, so a refused archive can always be removed again.
-Anything the OS refuses is an error naming the node's path and type.
+Anything the OS refuses is an error naming the node's path and type. Whole file-system
+blocks of zeros in a payload are left as holes unless ``punch_holes`` is off (casync's
+``--punch-holes``, on by default; spec/catar.md § "Files with holes").
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from desync_ref.formats.catar import Entry
 from desync_ref.formats.flag_rules import flags_to_chattr, time_granularity
 from desync_ref.fs.acl import ACL_ACCESS, ACL_DEFAULT, build_acl, build_default_acl
 from desync_ref.fs.atomic import current_umask
+from desync_ref.fs.holes import write_with_holes
 from desync_ref.fs.walk import read_chattr
 
 FS_IOC_SETFLAGS = 0x40086602
@@ -59,11 +62,15 @@ class _Step:
 
 
 class DiskSink:
-    def __init__(self, target: str, *, same_owner: bool = True, same_permissions: bool = True) -> None:
+    def __init__(self, target: str, *, same_owner: bool = True, same_permissions: bool = True,
+                 punch_holes: bool = True) -> None:
         os.makedirs(target, exist_ok=True)
         self.root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.fds: list[int] = []
         self._file: tuple[int, list[bytes], Entry] | None = None  # (fd, path, entry) being written
+        self.punch_holes = punch_holes
+        self._written = 0  # payload bytes of the file being written
+        self._block = 0  # its file system block size
         self._pending: list[tuple[list[bytes], Entry]] = []  # directories done, metadata not set
         self._step = _Step()
         self.same_owner = same_owner and os.geteuid() == 0
@@ -201,18 +208,29 @@ class DiskSink:
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                          0o600, dir_fd=self._parent())
         self._file = (fd, path, e)
+        self._written = 0
+        self._block = os.fstat(fd).st_blksize if self.punch_holes else 0
 
     def file_data(self, data: bytes) -> None:
         assert self._file is not None
         fd, path, e = self._file
         with self._step.node(path, e, "write"):
-            _write_all(fd, data)
+            if self._block:
+                # The file is new and grows as it is written: whole zero blocks are skipped
+                # and stay holes (casync's loop_write_with_holes; end_file sets the size).
+                write_with_holes(fd, data, self._written, block=self._block, fresh=True)
+            else:
+                _write_all(fd, data)
+        self._written += len(data)
 
     def end_file(self) -> None:
         assert self._file is not None
         fd, path, e = self._file
         self._file = None
         try:
+            if self._block:
+                with self._step.node(path, e, "write"):
+                    os.ftruncate(fd, self._written)  # a trailing hole was not written
             with self._step.node(path, e, "restore"):
                 self._meta(fd, self._parent(), path[-1], e)
         finally:

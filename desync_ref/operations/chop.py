@@ -17,6 +17,7 @@ from desync_ref.errors import ChunkInvalid, DesyncRefError
 from desync_ref.formats.chunk import digest_function
 from desync_ref.formats.index import IndexChunk
 from desync_ref.operations.parallel import ordered_map
+from desync_ref.operations.sparse_chunks import ZeroIds, in_hole
 from desync_ref.progress import Progress, no_progress
 from desync_ref.stores import Chunk, WriteStore
 
@@ -40,7 +41,17 @@ def chop(location: str, chunks: Iterable[IndexChunk], digest_name: str, store: W
     except OSError as exc:
         raise DesyncRefError(f"cannot open {location}: {exc.strerror}") from None
 
+    length = os.fstat(fd).st_size
+    zero_ids = ZeroIds(digest_name)
+
     def store_one(chunk: IndexChunk) -> bool:
+        if in_hole(fd, chunk, length) and zero_ids(chunk.size) == chunk.id:
+            # Zeros in a hole: the id is known, so nothing is read, and nothing is made
+            # unless the store lacks the chunk.
+            if store.has_chunk(chunk.id):
+                return False
+            store.store_chunk(Chunk.with_id(chunk.id, digest, data=bytes(chunk.size)))
+            return True
         data = os.pread(fd, chunk.size, chunk.start)
         if len(data) != chunk.size:
             raise ChunkInvalid(

@@ -36,7 +36,14 @@ from desync_ref.chunking import READ_BLOCK, Chunker, ChunkSizes, iter_chunks
 from desync_ref.formats.chunk import DIGEST_SHA512_256, digest_function
 from desync_ref.formats.constants import CA_FORMAT_BLOB_INDEX_FLAGS, CA_FORMAT_SHA512_256
 from desync_ref.formats.index import Index, IndexChunk
+from desync_ref.fs.holes import has_holes
 from desync_ref.operations.parallel import ordered_map
+from desync_ref.operations.sparse_chunks import (
+    ZeroIds,
+    data_span_starts,
+    iter_sparse_chunks,
+    iter_sparse_ids,
+)
 from desync_ref.progress import Progress, no_progress
 from desync_ref.stores import Chunk, WriteStore
 
@@ -91,14 +98,24 @@ def _serial(stream: BinaryIO, base: int, sizes: ChunkSizes, digest_name: str,
     yield from ordered_map(process, iter_chunks(stream, sizes), threads)
 
 
+def _chunks_from(stream: BinaryIO, base: int, sizes: ChunkSizes, digest_name: str,
+                 threads: int) -> Iterator[tuple[int, int, bytes]]:
+    """``_serial`` from ``base``; in a file with holes, the holes are not read
+    (operations/sparse_chunks.py: the same chunks)."""
+    length = os.fstat(stream.fileno()).st_size
+    if has_holes(stream.fileno(), length):
+        return iter_sparse_ids(stream.fileno(), sizes, digest_name, base, length)
+    stream.seek(base)
+    return _serial(stream, base, sizes, digest_name, threads)
+
+
 def _chunk_span(path: str, start: int, stop: int, sizes: ChunkSizes, digest_name: str) -> SpanResult:
     """Worker: chunk from ``start`` as if a chunk began there, up to ``stop`` plus lookahead.
     Nothing is stored: until the lists are joined, no chunk here is known to be final."""
     result = SpanResult(start)
     limit = stop + LOOKAHEAD_CHUNKS * sizes.max
     with open(path, "rb") as stream:
-        stream.seek(start)
-        for chunk_start, size, chunk_id in _serial(stream, start, sizes, digest_name, 1):
+        for chunk_start, size, chunk_id in _chunks_from(stream, start, sizes, digest_name, 1):
             result.ends.append(chunk_start + size)
             result.ids.append(chunk_id)
             if chunk_start + size >= limit:
@@ -162,9 +179,8 @@ def _splice(spans: list[SpanResult], length: int, stream: BinaryIO, sizes: Chunk
         # No shared cut within the lookahead: chunk serially until a cut of this or a
         # later span appears.
         base = ends[-1] if ends else 0
-        stream.seek(base)
         targets = {end for later_span in spans[later:] for end in later_span.ends}
-        for start, size, chunk_id in _serial(stream, base, sizes, digest, 2):
+        for start, size, chunk_id in _chunks_from(stream, base, sizes, digest, 2):
             ends.append(start + size)
             ids.append(chunk_id)
             if start + size in targets:
@@ -209,8 +225,9 @@ class StreamIndexer:
         self._ids: list[bytes] = []
         self._created: set[bytes] = set()
 
-    def _process(self, start: int, data: bytes) -> tuple[int, int, bytes, bool]:
-        chunk_id = self._digest(data)
+    def _process(self, start: int, data: bytes,
+                 known: bytes | None = None) -> tuple[int, int, bytes, bool]:
+        chunk_id = known or self._digest(data)
         return start, len(data), chunk_id, _store_new(chunk_id, data, self._store)
 
     def _record(self, result: tuple[int, int, bytes, bool]) -> None:
@@ -228,6 +245,25 @@ class StreamIndexer:
             self._window.append(self._pool.submit(self._process, start, data))
             if len(self._window) >= 2 * self._workers:
                 self._record(self._window.popleft().result())
+
+    def add_chunk(self, start: int, data: bytes, chunk_id: bytes | None) -> None:
+        """A chunk cut elsewhere (the hole-aware scan), with its id if already known;
+        chunks go either through here or through ``feed``, not both."""
+        if self._pool is None:
+            self._record(self._process(start, data, chunk_id))
+        else:
+            self._window.append(self._pool.submit(self._process, start, data, chunk_id))
+            if len(self._window) >= 2 * self._workers:
+                self._record(self._window.popleft().result())
+        self._bar.update(len(data))
+
+    def add_repeat(self, start: int, size: int, chunk_id: bytes) -> None:
+        """A chunk whose id already went through ``add_chunk`` (a run of zeros): recorded
+        in order, not hashed or looked up again."""
+        while self._window:
+            self._record(self._window.popleft().result())
+        self._record((start, size, chunk_id, False))
+        self._bar.update(size)
 
     def feed(self, data: bytes) -> None:
         self._add(self._chunker.feed(data))
@@ -275,7 +311,12 @@ def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
     file chunked in one stream stores as it chunks, under the one "Chunking" bar."""
     with open(path, "rb") as source:
         length = os.fstat(source.fileno()).st_size
-        starts = span_starts(length, sizes, workers)
+        sparse = has_holes(source.fileno(), length)
+        starts = (data_span_starts(source.fileno(), length, sizes, workers, MIN_SPAN) if sparse
+                  else span_starts(length, sizes, workers))
+        if sparse and (len(starts) == 1 or sizes.fixed):
+            return _index_sparse(source.fileno(), length, sizes, digest=digest, store=store,
+                                 workers=workers, progress=progress)
         if len(starts) == 1 or sizes.fixed:
             return make_index_from_stream(source, sizes, digest=digest, store=store,
                                           workers=workers, progress=progress, total=length)
@@ -306,6 +347,30 @@ def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
                 finally:
                     bar.close()
     return _finish(ends, ids, created, sizes, digest)
+
+
+def _index_sparse(fd: int, length: int, sizes: ChunkSizes, *, digest: str,
+                  store: WriteStore | None, workers: int,
+                  progress: Progress) -> tuple[Index, MakeStats]:
+    """``make_index_from_stream`` for a file with holes: the holes are not read, and the
+    zero chunks there are hashed once per size (operations/sparse_chunks.py)."""
+    indexer = StreamIndexer(sizes, digest=digest, store=store, workers=workers,
+                            progress=progress, total=length)
+    zero_ids = ZeroIds(digest)
+    seen: set[int] = set()  # sizes of the zero chunks handed on once
+    try:
+        for start, size, data in iter_sparse_chunks(fd, sizes, 0, length):
+            if data is None and size in seen:
+                indexer.add_repeat(start, size, zero_ids(size))
+            elif data is None:
+                seen.add(size)
+                indexer.add_chunk(start, bytes(size), zero_ids(size))
+            else:
+                indexer.add_chunk(start, data, None)
+    except BaseException:
+        indexer.close()
+        raise
+    return indexer.finish()
 
 
 def _die_with_parent(parent: int) -> None:

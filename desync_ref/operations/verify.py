@@ -3,7 +3,9 @@
 Spec: ``spec/store.md`` (a chunk file is valid when it decompresses and hashes to its id),
 ``spec/index.md`` (chunk offsets and sizes). Behaviour of desync ``local.go``
 (``LocalStore.Verify``: one line per bad chunk, ``: removed`` with repair, the walk
-carries on) and ``verifyindex.go`` (``VerifyIndex``: sizes first, then every chunk).
+carries on) and ``verifyindex.go`` (``VerifyIndex``: sizes first, then every chunk). A chunk lying in a
+hole of the file is zeros: its id is the zero chunk's of that size, computed once, and the
+hole is not read (spec/chunker.md § "Holes").
 
 Repair removes only chunks proven invalid (they do not decompress or do not hash to their
 id), as desync does (its ``ChunkInvalid`` case). A chunk that cannot be read at all (EACCES,
@@ -23,6 +25,7 @@ from desync_ref.errors import ChunkInvalid, ChunkMissing, DesyncRefError, Invali
 from desync_ref.formats.chunk import Digest, digest_function
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.operations.parallel import ordered_map
+from desync_ref.operations.sparse_chunks import ZeroIds, in_hole
 from desync_ref.progress import Bar, Progress, no_progress
 from desync_ref.stores.local import LocalStore
 
@@ -109,7 +112,12 @@ def verify_index(index: Index, location: str, *, workers: int = 1,
                 f"of {location}"
             )
 
+        zero_ids = ZeroIds(index.digest)
+
         def check(chunk: IndexChunk) -> tuple[IndexChunk, bytes | None]:
+            if in_hole(fd, chunk, info.st_size):  # zeros, known without reading them
+                actual = zero_ids(chunk.size)
+                return chunk, (None if actual == chunk.id else actual)
             data = os.pread(fd, chunk.size, chunk.start)
             actual = digest(data)
             return chunk, (None if len(data) == chunk.size and actual == chunk.id else actual)
