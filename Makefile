@@ -89,13 +89,16 @@ lint: setup
 	$(BIN)/mypy --strict desync_ref
 
 # Kernels alone (pytest-benchmark), then casync side by side, then peak RSS on 1 GiB, then
-# the image update: a 1 GiB image with 2 % changed, extracted with the old one as seed.
+# the image update: a 1 GiB image with 2 % changed, extracted with the old one as seed; then
+# sparse images (a 16 GiB file with 64 MiB of data, a 4 GiB file half holes; needs ~20 GiB
+# of free disk for the catars).
 bench: setup
 	@command -v /usr/bin/time >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && apt-get install -y -q time; }
 	$(BIN)/python -m pytest -q -p no:cacheprovider benchmarks/test_kernels.py --benchmark-enable
 	$(BIN)/python benchmarks/compare_casync.py
 	$(BIN)/python benchmarks/measure_rss.py
 	$(BIN)/python benchmarks/seed_update.py
+	$(BIN)/python benchmarks/sparse.py
 
 # make and extract through the remote backends against their real servers (the ones the
 # tests start), next to a local store: S3 on Ceph RGW, SFTP and ssh:// on OpenSSH.
