@@ -5,18 +5,27 @@ spec/chunker.md); the index carries casync's blob flags (spec/deviations.md).
 
 A large file is chunked on several cores: it is cut into spans, and each span is chunked
 in its own process as if a chunk began there (mypyc loops hold the GIL, so threads would
-not run them in parallel). Past its span's end a worker goes on for a while; the first cut
-it shares with the next worker's list is a point where both chunkers restart from the same
-state, so from there the next worker's cuts are the serial chunker's. Where no shared cut
-appears (data that never re-synchronises), the gap is chunked serially, so the result is
-always exactly the serial chunker's. Spans start at multiples of the max chunk size, where
-runs of zeros cut, so all-zero input re-synchronises at once.
+not run them in parallel). Past its span's end a worker goes on until it makes a cut that
+the next span's chunker, starting fresh at that end, also makes (it finds the next span's
+first cuts itself, which costs the chunker a few chunks' worth): from a shared cut both
+chunkers restart from the same state, so from there the next worker's cuts are the serial
+chunker's. Where no shared cut appears within ``LOOKAHEAD_CHUNKS`` max-size chunks (data
+that never re-synchronises), the gap is chunked serially, so the result is always exactly
+the serial chunker's. Spans start at multiples of the max chunk size, where runs of zeros
+cut, so all-zero input re-synchronises at once.
 
-Workers only chunk and hash; nothing is stored while it is still speculative. Once the
-lists are joined, the final chunk list is stored, again on the worker processes, each
-distinct chunk by one of them. So make never writes a chunk its index does not name and
-never deletes one: a chunk in the store may already be relied on by a concurrent make
-that found it there (spec/store.md "Writing a chunk").
+Each worker hashes its chunks from views of the block it read (``chunking.chunk_views``: no
+chunk is copied to be hashed) and asks the store whether it has each one; nothing is
+written while the cuts are still speculative (a span's first cuts, before its list is
+joined to the previous one, are in no index). Once the lists are joined, the chunks of the
+final list that the store lacked are read again (from the page cache), compressed and
+written, again on the worker processes, each distinct chunk by one of them; the parent only
+joins lists and writes the index. This second reading was chosen over holding compressed
+chunks in the workers until the join, which would need memory growing with the span size
+(and so with the input), and over storing only chunks already known to be final, which
+before the join are only the first span's. So make never writes a chunk its index does not
+name and never deletes one: a chunk in the store may already be relied on by a concurrent
+make that found it there (spec/store.md "Writing a chunk").
 """
 
 from __future__ import annotations
@@ -27,12 +36,13 @@ import multiprocessing
 import os
 import signal
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
-from desync_ref.chunking import READ_BLOCK, Chunker, ChunkSizes, iter_chunks
+from desync_ref.chunking import READ_BLOCK, Chunker, ChunkSizes, chunk_views, iter_chunks
+from desync_ref.errors import DesyncRefError
 from desync_ref.formats.chunk import DIGEST_SHA512_256, digest_function
 from desync_ref.formats.constants import CA_FORMAT_BLOB_INDEX_FLAGS, CA_FORMAT_SHA512_256
 from desync_ref.formats.index import Index, IndexChunk
@@ -64,11 +74,13 @@ class MakeStats:
 
 @dataclass
 class SpanResult:
-    """What one worker found: its cuts and ids."""
+    """What one worker found: its cuts and ids, and which of those ids the store lacked
+    (with a store, every id was asked about)."""
 
     start: int
     ends: list[int] = field(default_factory=list)
     ids: list[bytes] = field(default_factory=list)
+    missing: set[bytes] = field(default_factory=set)
 
 
 def _store_new(chunk_id: bytes, data: bytes, store: WriteStore | None) -> bool:
@@ -91,48 +103,93 @@ def _serial(stream: BinaryIO, base: int, sizes: ChunkSizes, digest_name: str,
     yield from ordered_map(process, iter_chunks(stream, sizes), threads)
 
 
-def _chunk_span(path: str, start: int, stop: int, sizes: ChunkSizes, digest_name: str) -> SpanResult:
-    """Worker: chunk from ``start`` as if a chunk began there, up to ``stop`` plus lookahead.
+def _reader(fd: int) -> Callable[[int, int], bytes]:
+    """``read(offset, size)`` of an open file: what the workers chunk from."""
+    def read(offset: int, size: int) -> bytes:
+        return os.pread(fd, size, offset)
+    return read
+
+
+def _cut_ends(read: Callable[[int, int], bytes], start: int, length: int,
+              sizes: ChunkSizes) -> Iterator[int]:
+    """The cuts a chunker starting fresh at ``start`` makes (the next span's), read in
+    small blocks: only the first few are wanted."""
+    for chunk_start, view in chunk_views(read, start, length, sizes, block=4 * sizes.max):
+        yield chunk_start + len(view)
+
+
+def _chunk_span(path: str, start: int, stop: int, length: int, sizes: ChunkSizes,
+                digest_name: str, store: WriteStore | None) -> SpanResult:
+    """Worker: chunk from ``start`` as if a chunk began there, up to the first cut at or
+    past ``stop`` that the next span's chunker also makes (at most ``LOOKAHEAD_CHUNKS``
+    max-size chunks past ``stop``); hash each chunk and note which ones ``store`` lacks.
     Nothing is stored: until the lists are joined, no chunk here is known to be final."""
+    # The digests are hashlib's, which take any buffer: a view hashes without a copy.
+    digest = cast(Callable[[memoryview], bytes], digest_function(digest_name))
     result = SpanResult(start)
-    limit = stop + LOOKAHEAD_CHUNKS * sizes.max
-    with open(path, "rb") as stream:
-        stream.seek(start)
-        for chunk_start, size, chunk_id in _serial(stream, start, sizes, digest_name, 1):
-            result.ends.append(chunk_start + size)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        read = _reader(fd)
+        following = _cut_ends(read, stop, length, sizes) if stop < length else None
+        probe = -1
+        limit = stop + LOOKAHEAD_CHUNKS * sizes.max
+        asked: set[bytes] = set()
+        for chunk_start, view in chunk_views(read, start, length, sizes):
+            end = chunk_start + len(view)
+            chunk_id = digest(view)
+            result.ends.append(end)
             result.ids.append(chunk_id)
-            if chunk_start + size >= limit:
-                break
+            if store is not None and chunk_id not in asked:
+                asked.add(chunk_id)
+                if not store.has_chunk(chunk_id):
+                    result.missing.add(chunk_id)
+            if following is not None and end >= stop:
+                while probe < end:
+                    probe = next(following, length)
+                if probe == end or end >= limit:
+                    break
+    finally:
+        os.close(fd)
     return result
 
 
-def _store_chunks(path: str, chunks: list[tuple[int, int, bytes]], store: WriteStore) -> list[bytes]:
-    """Worker: store each (start, size, id) of the final list read from ``path``, unless the
-    store has it; the ids it wrote."""
+def _store_chunks(path: str, chunks: list[tuple[int, int, bytes, bool]], store: WriteStore) -> list[bytes]:
+    """Worker: store each (start, size, id, ask) of the final list, read from ``path``;
+    ``ask``: the store was not asked about this id yet (a chunk of a serially chunked gap),
+    so it is skipped if the store has it. The ids it wrote."""
     created = []
-    with open(path, "rb") as stream:
-        for start, size, chunk_id in chunks:
-            if store.has_chunk(chunk_id):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for start, size, chunk_id, ask in chunks:
+            if ask and store.has_chunk(chunk_id):
                 continue
-            data = os.pread(stream.fileno(), size, start)
+            data = os.pread(fd, size, start)
+            if len(data) != size:
+                raise DesyncRefError(f"{path} changed while it was chunked")
             store.store_chunk(Chunk(chunk_id, data=data))
             created.append(chunk_id)
+    finally:
+        os.close(fd)
     return created
 
 
-def _store_groups(ends: list[int], ids: list[bytes], count: int) -> list[list[tuple[int, int, bytes]]]:
-    """The first occurrence of every id, in about ``count`` runs of similar byte size."""
+def _store_groups(ends: list[int], ids: list[bytes], wanted: Callable[[bytes], int],
+                  count: int) -> list[list[tuple[int, int, bytes, bool]]]:
+    """The first occurrence of every id that ``wanted`` says to store (0: no, 1: yes, 2: if
+    the store lacks it), in about ``count`` runs of similar byte size."""
     total = ends[-1] if ends else 0
     step = max(1, -(-total // max(1, count)))
-    groups: list[list[tuple[int, int, bytes]]] = []
+    groups: list[list[tuple[int, int, bytes, bool]]] = []
     seen: set[bytes] = set()
     start = 0
     for end, chunk_id in zip(ends, ids, strict=True):
         if chunk_id not in seen:
             seen.add(chunk_id)
-            if not groups or start // step >= len(groups):
-                groups.append([])
-            groups[-1].append((start, end - start, chunk_id))
+            want = wanted(chunk_id)
+            if want:
+                if not groups or start // step >= len(groups):
+                    groups.append([])
+                groups[-1].append((start, end - start, chunk_id, want == 2))
         start = end
     return groups
 
@@ -283,7 +340,7 @@ def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(_chunk_span, path, s, e, sizes, digest)
+            futures = [pool.submit(_chunk_span, path, s, e, length, sizes, digest, store)
                        for s, e in zip(starts, bounds, strict=True)]
             bar = progress("Chunking", length)
             try:
@@ -296,16 +353,35 @@ def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
             ends, ids = _splice(spans, length, source, sizes, digest)
             created: set[bytes] = set()
             if store is not None:
-                groups = _store_groups(ends, ids, len(starts))
-                bar = progress("Storing", sum(len(g) for g in groups))
-                try:
-                    stores = [pool.submit(_store_chunks, path, group, store) for group in groups]
-                    for stored, group in zip(stores, groups, strict=True):
-                        created.update(stored.result())
-                        bar.update(len(group))
-                finally:
-                    bar.close()
+                created = _store_final(path, ends, ids, spans, store, pool, progress)
     return _finish(ends, ids, created, sizes, digest)
+
+
+def _store_final(path: str, ends: list[int], ids: list[bytes], spans: list[SpanResult],
+                 store: WriteStore, pool: ProcessPoolExecutor, progress: Progress) -> set[bytes]:
+    """Store the chunks of the joined list that the store lacked, on the workers; the
+    "Storing" bar counts every distinct chunk, those the store had at once."""
+    asked = {chunk_id for span in spans for chunk_id in span.ids}
+    missing = set().union(*(span.missing for span in spans))
+
+    def wanted(chunk_id: bytes) -> int:
+        if chunk_id in missing:
+            return 1
+        return 0 if chunk_id in asked else 2
+
+    groups = _store_groups(ends, ids, wanted, len(spans))
+    unique = len(set(ids))
+    created: set[bytes] = set()
+    bar = progress("Storing", unique)
+    try:
+        bar.update(unique - sum(len(g) for g in groups))
+        stores = [pool.submit(_store_chunks, path, group, store) for group in groups]
+        for stored, group in zip(stores, groups, strict=True):
+            created.update(stored.result())
+            bar.update(len(group))
+    finally:
+        bar.close()
+    return created
 
 
 def _die_with_parent(parent: int) -> None:
