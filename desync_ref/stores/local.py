@@ -62,16 +62,20 @@ def _create_temp_beside(directory: str) -> tuple[int, str]:
     directory between our mkdir and our open; then it is made again (once the temp file
     exists the directory is not empty and stays). The name carries the pid and random bits;
     O_EXCL makes a clash (another host on a shared store) pick another name, not share a file."""
-    for _ in range(16):
+    attempts = 8
+    for attempt in range(1, attempts + 1):
         tmp_name = f"{directory}/{TMP_CHUNK_PREFIX}{os.getpid():x}-{random.getrandbits(48):012x}"
         try:
             return os.open(tmp_name, _TEMP_FLAGS, 0o600), tmp_name
         except FileNotFoundError:
+            if attempt == attempts:
+                raise
             with contextlib.suppress(FileExistsError):
                 os.mkdir(directory)
         except FileExistsError:
-            continue
-    raise OSError(errno.EEXIST, f"no free temp file name in {directory}")
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 class LocalStore:
