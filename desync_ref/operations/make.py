@@ -17,10 +17,12 @@ cut, so all-zero input re-synchronises at once.
 Each worker hashes its chunks from views of the block it read (``chunking.chunk_views``: no
 chunk is copied to be hashed) and asks the store whether it has each one; nothing is
 written while the cuts are still speculative (a span's first cuts, before its list is
-joined to the previous one, are in no index). Once the lists are joined, the chunks of the
-final list that the store lacked are read again (from the page cache), compressed and
-written, again on the worker processes, each distinct chunk by one of them; the parent only
-joins lists and writes the index. This second reading was chosen over holding compressed
+joined to the previous one, are in no index). As the parent joins the lists, span by span
+in order, the joined list only ever holds the serial chunker's cuts, so the chunks the
+store lacked are handed back to the worker processes at once, to be read again (from the
+page cache), compressed and written while later spans are still being chunked; each
+distinct chunk by one of them. The parent only joins lists and writes the index. This
+second reading was chosen over holding compressed
 chunks in the workers until the join, which would need memory growing with the span size
 (and so with the input), and over storing only chunks already known to be final, which
 before the join are only the first span's. So make never writes a chunk its index does not
@@ -47,7 +49,7 @@ from desync_ref.formats.chunk import DIGEST_SHA512_256, digest_function
 from desync_ref.formats.constants import CA_FORMAT_BLOB_INDEX_FLAGS, CA_FORMAT_SHA512_256
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.operations.parallel import ordered_map
-from desync_ref.progress import Progress, no_progress
+from desync_ref.progress import Bar, Progress, no_progress
 from desync_ref.stores import Chunk, WriteStore
 
 # Below this size per worker, starting processes costs more than it saves.
@@ -173,27 +175,6 @@ def _store_chunks(path: str, chunks: list[tuple[int, int, bytes, bool]], store: 
     return created
 
 
-def _store_groups(ends: list[int], ids: list[bytes], wanted: Callable[[bytes], int],
-                  count: int) -> list[list[tuple[int, int, bytes, bool]]]:
-    """The first occurrence of every id that ``wanted`` says to store (0: no, 1: yes, 2: if
-    the store lacks it), in about ``count`` runs of similar byte size."""
-    total = ends[-1] if ends else 0
-    step = max(1, -(-total // max(1, count)))
-    groups: list[list[tuple[int, int, bytes, bool]]] = []
-    seen: set[bytes] = set()
-    start = 0
-    for end, chunk_id in zip(ends, ids, strict=True):
-        if chunk_id not in seen:
-            seen.add(chunk_id)
-            want = wanted(chunk_id)
-            if want:
-                if not groups or start // step >= len(groups):
-                    groups.append([])
-                groups[-1].append((start, end - start, chunk_id, want == 2))
-        start = end
-    return groups
-
-
 def span_starts(length: int, sizes: ChunkSizes, workers: int) -> list[int]:
     if workers <= 1 or length < 2 * MIN_SPAN:
         return [0]
@@ -202,16 +183,22 @@ def span_starts(length: int, sizes: ChunkSizes, workers: int) -> list[int]:
     return list(range(0, length - step // 2, step))
 
 
-def _splice(spans: list[SpanResult], length: int, stream: BinaryIO, sizes: ChunkSizes,
-            digest: str) -> tuple[list[int], list[bytes]]:
-    """Join the workers' lists at their shared cuts; chunk serially where none is shared."""
+def _splice(spans: _Spans, length: int, stream: BinaryIO, sizes: ChunkSizes, digest: str,
+            grown: Callable[[list[int], list[bytes]], None]) -> tuple[list[int], list[bytes]]:
+    """Join the workers' lists at their shared cuts; chunk serially where none is shared.
+    ``grown`` sees the list after every step. The list is always a prefix of the serial
+    chunker's: the first span's list is (it starts at 0), a join keeps the cuts up to a
+    cut both lists share and appends the later span's cuts past it, which restart there in
+    the serial chunker's state, and the serial gaps are the serial chunker's own."""
     ends, ids = list(spans[0].ends), list(spans[0].ids)
+    grown(ends, ids)
     later = 1
     while later < len(spans) and (not ends or ends[-1] < length):
         span = spans[later]
         joined = _join(ends, ids, span)
         if joined:
             later += 1
+            grown(ends, ids)
             continue
         if ends and ends[-1] >= span.ends[-1]:
             later += 1  # the current list already runs past this span: try the next one
@@ -220,12 +207,13 @@ def _splice(spans: list[SpanResult], length: int, stream: BinaryIO, sizes: Chunk
         # later span appears.
         base = ends[-1] if ends else 0
         stream.seek(base)
-        targets = {end for later_span in spans[later:] for end in later_span.ends}
+        targets = {end for n in range(later, len(spans)) for end in spans[n].ends}
         for start, size, chunk_id in _serial(stream, base, sizes, digest, 2):
             ends.append(start + size)
             ids.append(chunk_id)
             if start + size in targets:
                 break
+        grown(ends, ids)
     return ends, ids
 
 
@@ -342,46 +330,112 @@ def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_chunk_span, path, s, e, length, sizes, digest, store)
                        for s, e in zip(starts, bounds, strict=True)]
-            bar = progress("Chunking", length)
+            storing: _StorePass | None = None
             try:
-                spans = []
-                for future, start, stop in zip(futures, starts, bounds, strict=True):
-                    spans.append(future.result())
-                    bar.update(stop - start)
-            finally:
-                bar.close()
-            ends, ids = _splice(spans, length, source, sizes, digest)
-            created: set[bytes] = set()
-            if store is not None:
-                created = _store_final(path, ends, ids, spans, store, pool, progress)
+                bar = progress("Chunking", length)
+                try:
+                    spans = _Spans(futures, [e - s for s, e in zip(starts, bounds, strict=True)], bar)
+                    storing = _StorePass(path, store, pool, spans) if store is not None else None
+                    ends, ids = _splice(spans, length, source, sizes, digest,
+                                        storing.grown if storing is not None else _ignore)
+                    spans.wait_all()  # the splice may not need the last ones
+                finally:
+                    bar.close()
+                created = storing.finish(len(set(ids)), progress) if storing is not None else set()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                if storing is not None:
+                    storing.cancel()
+                raise
     return _finish(ends, ids, created, sizes, digest)
 
 
-def _store_final(path: str, ends: list[int], ids: list[bytes], spans: list[SpanResult],
-                 store: WriteStore, pool: ProcessPoolExecutor, progress: Progress) -> set[bytes]:
-    """Store the chunks of the joined list that the store lacked, on the workers; the
-    "Storing" bar counts every distinct chunk, those the store had at once."""
-    asked = {chunk_id for span in spans for chunk_id in span.ids}
-    missing = set().union(*(span.missing for span in spans))
+def _ignore(ends: list[int], ids: list[bytes]) -> None:
+    pass
 
-    def wanted(chunk_id: bytes) -> int:
-        if chunk_id in missing:
-            return 1
-        return 0 if chunk_id in asked else 2
 
-    groups = _store_groups(ends, ids, wanted, len(spans))
-    unique = len(set(ids))
-    created: set[bytes] = set()
-    bar = progress("Storing", unique)
-    try:
-        bar.update(unique - sum(len(g) for g in groups))
-        stores = [pool.submit(_store_chunks, path, group, store) for group in groups]
-        for stored, group in zip(stores, groups, strict=True):
-            created.update(stored.result())
-            bar.update(len(group))
-    finally:
-        bar.close()
-    return created
+class _Spans:
+    """The workers' results in span order, each waited for when the splice first needs it,
+    so the first spans are joined (and their chunks stored) while later ones are chunked."""
+
+    def __init__(self, futures: list[Future[SpanResult]], sizes: list[int], bar: Bar) -> None:
+        self._futures, self._sizes, self._bar = futures, sizes, bar
+        self.arrived: list[SpanResult] = []
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def __getitem__(self, n: int) -> SpanResult:
+        while len(self.arrived) <= n:
+            self.arrived.append(self._futures[len(self.arrived)].result())
+            self._bar.update(self._sizes[len(self.arrived) - 1])
+        return self.arrived[n]
+
+    def wait_all(self) -> None:
+        if self._futures:
+            self[len(self._futures) - 1]
+
+
+class _StorePass:
+    """Stores the chunks of the joined list that the store lacks, on the workers, as the
+    list grows: every chunk in it is final (see ``_splice``), so it is written while later
+    spans are still being chunked, and each distinct chunk by one worker."""
+
+    def __init__(self, path: str, store: WriteStore, pool: ProcessPoolExecutor, spans: _Spans) -> None:
+        self._path, self._store, self._pool, self._spans = path, store, pool, spans
+        self._done = 0  # chunks of the list handed on
+        self._seen: set[bytes] = set()
+        self._work: list[tuple[Future[list[bytes]], int]] = []
+        self._asked: set[bytes] = set()
+        self._missing: set[bytes] = set()
+        self._spans_seen = 0
+
+    def _learn(self) -> None:
+        """What the workers of the arrived spans found in the store."""
+        arrived = self._spans.arrived
+        for span in arrived[self._spans_seen:]:
+            self._asked.update(span.ids)
+            self._missing |= span.missing
+        self._spans_seen = len(arrived)
+
+    def grown(self, ends: list[int], ids: list[bytes]) -> None:
+        if len(ends) <= self._done:
+            return  # a join re-made cuts already handed on (they are the same cuts)
+        self._learn()
+        group: list[tuple[int, int, bytes, bool]] = []
+        start = ends[self._done - 1] if self._done else 0
+        for n in range(self._done, len(ends)):
+            chunk_id = ids[n]
+            if chunk_id not in self._seen:
+                self._seen.add(chunk_id)
+                if chunk_id in self._missing:
+                    group.append((start, ends[n] - start, chunk_id, False))
+                elif chunk_id not in self._asked:  # a chunk of a serially chunked gap
+                    group.append((start, ends[n] - start, chunk_id, True))
+            start = ends[n]
+        self._done = len(ends)
+        if group:
+            self._work.append((self._pool.submit(_store_chunks, self._path, group, self._store), len(group)))
+
+    def cancel(self) -> None:
+        """Drop the writes not yet started (after an error)."""
+        for future, _ in self._work:
+            future.cancel()
+
+    def finish(self, unique: int, progress: Progress) -> set[bytes]:
+        """Wait for the writes; the "Storing" bar counts every distinct chunk, those the
+        store had at once."""
+        created: set[bytes] = set()
+        bar = progress("Storing", unique)
+        try:
+            bar.update(unique - sum(count for _, count in self._work))
+            for future, count in self._work:
+                created.update(future.result())
+                bar.update(count)
+        finally:
+            bar.close()
+        return created
 
 
 def _die_with_parent(parent: int) -> None:
