@@ -65,6 +65,8 @@ class Row:
         self.name, self.size = name, size
         self.casync: list[float] = []
         self.ours: list[float] = []
+        self.cpu_casync: list[float] = []
+        self.cpu_ours: list[float] = []
         self.rss_casync = 0.0
         self.rss_ours = 0.0
         self.tasks_casync = (0, 0)  # peak (processes, threads)
@@ -73,10 +75,12 @@ class Row:
     def add(self, who: str, m: Measured) -> None:
         if who == "casync":
             self.casync.append(m.seconds)
+            self.cpu_casync.append(m.cpu_seconds)
             self.rss_casync = max(self.rss_casync, m.rss_mib)
             self.tasks_casync = max(self.tasks_casync, (m.processes, m.threads))
         else:
             self.ours.append(m.seconds)
+            self.cpu_ours.append(m.cpu_seconds)
             self.rss_ours = max(self.rss_ours, m.rss_mib)
             self.tasks_ours = max(self.tasks_ours, (m.processes, m.threads))
 
@@ -87,9 +91,10 @@ class Row:
         c_rate = f"{mib / c:8.0f}" if c else "       -"
         o_rate = f"{mib / o:8.0f}" if o else "       -"
         ratio = f"{c / o:5.2f}x" if c and o else "    -"
+        cc, co = statistics.median(self.cpu_casync), statistics.median(self.cpu_ours)
         return (f"| {self.name:34s} | {c:7.2f} | {c_rate} | {tasks(self.tasks_casync)} | {o:7.2f} | "
-                f"{o_rate} | {tasks(self.tasks_ours)} | {ratio} | {self.rss_casync:6.0f} | "
-                f"{self.rss_ours:6.0f} |")
+                f"{o_rate} | {tasks(self.tasks_ours)} | {ratio} | {cc:6.2f} | {co:6.2f} | "
+                f"{self.rss_casync:6.0f} | {self.rss_ours:6.0f} |")
 
 
 def tasks(peak: tuple[int, int]) -> str:
@@ -193,9 +198,13 @@ def main() -> int:
           "process per core (-n, default the core count) on files of 32 MiB and more, and its "
           "extract cores + 1 threads on a local store. procs / threads: the peak of each "
           "side, sampled from /proc while it runs.\n")
+    print("CPU s: user + system of the command and its children (median). On a machine shared "
+          "with other work the wall-time ratio shrinks towards the CPU-time ratio, which is "
+          "the steadier figure there.\n")
     print("| row | casync s | casync MiB/s | casync procs / threads | desync-ref s | desync-ref MiB/s "
-          "| desync-ref procs / threads | ratio | casync RSS MiB | desync-ref RSS MiB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| desync-ref procs / threads | ratio | casync CPU s | desync-ref CPU s "
+          "| casync RSS MiB | desync-ref RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         print(row.line())
     print(f"\nchunker alone, one core: compiled {compiled:.0f} MiB/s, pure {pure:.1f} MiB/s")

@@ -1,4 +1,4 @@
-"""Wall time, peak RSS and peak processes/threads of one command.
+"""Wall time, CPU time, peak RSS and peak processes/threads of one command.
 
 Time and RSS come from GNU time (Debian package ``time``): a child forked from this Python
 process would carry the parent's pages into its ``ru_maxrss`` before ``exec``; GNU time is
@@ -23,6 +23,7 @@ SAMPLE_S = 0.02
 class Measured:
     seconds: float
     rss_mib: float
+    cpu_seconds: float  # user + system, the command and the children it waited for
     processes: int  # peak number of processes of the command's tree
     threads: int  # peak number of threads summed over that tree
 
@@ -58,7 +59,7 @@ def _tree(root: int) -> tuple[int, int]:
 def run_measured(cmd: list[str], *, stdout: int | None = subprocess.DEVNULL) -> Measured:
     """Run ``cmd`` under GNU time; raises SystemExit if it fails."""
     with tempfile.NamedTemporaryFile("r") as report:
-        proc = subprocess.Popen([GNU_TIME, "-f", "%e %M", "-o", report.name, *cmd], stdout=stdout)
+        proc = subprocess.Popen([GNU_TIME, "-f", "%e %M %U %S", "-o", report.name, *cmd], stdout=stdout)
         processes = threads = 0
         while True:
             try:
@@ -69,5 +70,5 @@ def run_measured(cmd: list[str], *, stdout: int | None = subprocess.DEVNULL) -> 
                 processes, threads = max(processes, p), max(threads, t)
         if proc.returncode != 0:
             raise SystemExit(f"failed ({proc.returncode}): {' '.join(cmd)}")
-        seconds, kib = report.read().split()[-2:]
-    return Measured(float(seconds), int(kib) / 1024, processes, threads)
+        seconds, kib, user, system = report.read().split()[-4:]
+    return Measured(float(seconds), int(kib) / 1024, float(user) + float(system), processes, threads)

@@ -8,7 +8,7 @@ kernel's (``desync_ref.kernels.chunker.find_cut``). The ``-m`` flag's syntax is 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -149,3 +149,30 @@ def iter_chunks(stream: BinaryIO, sizes: ChunkSizes) -> Iterator[tuple[int, byte
     while block := stream.read(READ_BLOCK):
         yield from chunker.feed(block)
     yield from chunker.finish()
+
+
+def chunk_views(read: Callable[[int, int], bytes], start: int, length: int, sizes: ChunkSizes, *,
+                block: int = READ_BLOCK) -> Iterator[tuple[int, memoryview]]:
+    """(start offset, bytes) of each chunk of a file of ``length`` bytes from ``start`` on,
+    as if a chunk began there; ``read(offset, size)`` gives the file's bytes (``os.pread``).
+
+    The bytes are views into the block just read, valid until the next chunk is asked for:
+    hashing or writing them copies nothing. Each block is read from the last cut, so the
+    unfinished chunk is read again with the next block (less than ``max`` bytes) instead
+    of being joined to it. Cuts equal ``iter_chunks``' from ``start`` (see ``Chunker``).
+    """
+    size = max(block, 2 * sizes.max)  # every full block then holds at least one cut
+    offset = start
+    while offset < length:
+        want = min(size, length - offset)
+        data = read(offset, want)
+        # A short read means the file ended early (it shrank): its end is the last cut.
+        final = len(data) < want or offset + want >= length
+        view = memoryview(data)
+        pos = 0
+        for cut in iter_cuts(data, sizes, final=final):
+            yield offset + pos, view[pos:cut]
+            pos = cut
+        if final:
+            return
+        offset += pos

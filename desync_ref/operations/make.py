@@ -5,18 +5,33 @@ spec/chunker.md); the index carries casync's blob flags (spec/deviations.md).
 
 A large file is chunked on several cores: it is cut into spans, and each span is chunked
 in its own process as if a chunk began there (mypyc loops hold the GIL, so threads would
-not run them in parallel). Past its span's end a worker goes on for a while; the first cut
-it shares with the next worker's list is a point where both chunkers restart from the same
-state, so from there the next worker's cuts are the serial chunker's. Where no shared cut
-appears (data that never re-synchronises), the gap is chunked serially, so the result is
-always exactly the serial chunker's. Spans start at multiples of the max chunk size, where
-runs of zeros cut, so all-zero input re-synchronises at once.
+not run them in parallel). Past its span's end a worker goes on until it makes a cut that
+the next span's chunker, starting fresh at that end, also makes (it finds the next span's
+first cuts itself, which costs the chunker a few chunks' worth): from a shared cut both
+chunkers restart from the same state, so from there the next worker's cuts are the serial
+chunker's. Where no shared cut appears within ``LOOKAHEAD_CHUNKS`` max-size chunks (data
+that never re-synchronises), the gap is chunked serially, so the result is always exactly
+the serial chunker's. Spans start at multiples of the max chunk size, where runs of zeros
+cut, so all-zero input re-synchronises at once.
 
-Workers only chunk and hash; nothing is stored while it is still speculative. Once the
-lists are joined, the final chunk list is stored, again on the worker processes, each
-distinct chunk by one of them. So make never writes a chunk its index does not name and
-never deletes one: a chunk in the store may already be relied on by a concurrent make
-that found it there (spec/store.md "Writing a chunk").
+Each worker hashes its chunks from views of the block it read (``chunking.chunk_views``: no
+chunk is copied to be hashed) and asks the store whether it has each one; nothing is
+written while the cuts are still speculative (a span's first cuts, before its list is
+joined to the previous one, are in no index). As the parent joins the lists, span by span
+in order, the joined list only ever holds the serial chunker's cuts, so the chunks the
+store lacked are handed back to the worker processes at once, to be read again (from the
+page cache), compressed and written while later spans are still being chunked; each
+distinct chunk by one of them. The parent only joins lists and writes the index. This
+second reading was chosen over holding compressed
+chunks in the workers until the join, which would need memory growing with the span size
+(and so with the input), and over storing only chunks already known to be final, which
+before the join are only the first span's. So make never writes a chunk its index does not
+name and never deletes one: a chunk in the store may already be relied on by a concurrent
+make that found it there (spec/store.md "Writing a chunk").
+
+A file with holes (``SEEK_DATA``) is chunked without reading them, serially or in spans
+placed by data bytes rather than by length; the chunks are the same (spec/chunker.md §
+Holes, operations/sparse_chunks.py).
 """
 
 from __future__ import annotations
@@ -27,12 +42,13 @@ import multiprocessing
 import os
 import signal
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
-from desync_ref.chunking import READ_BLOCK, Chunker, ChunkSizes, iter_chunks
+from desync_ref.chunking import READ_BLOCK, Chunker, ChunkSizes, chunk_views, iter_chunks
+from desync_ref.errors import DesyncRefError
 from desync_ref.formats.chunk import DIGEST_SHA512_256, digest_function
 from desync_ref.formats.constants import CA_FORMAT_BLOB_INDEX_FLAGS, CA_FORMAT_SHA512_256
 from desync_ref.formats.index import Index, IndexChunk
@@ -44,7 +60,7 @@ from desync_ref.operations.sparse_chunks import (
     iter_sparse_chunks,
     iter_sparse_ids,
 )
-from desync_ref.progress import Progress, no_progress
+from desync_ref.progress import Bar, Progress, no_progress
 from desync_ref.stores import Chunk, WriteStore
 
 # Below this size per worker, starting processes costs more than it saves.
@@ -71,11 +87,13 @@ class MakeStats:
 
 @dataclass
 class SpanResult:
-    """What one worker found: its cuts and ids."""
+    """What one worker found: its cuts and ids, and which of those ids the store lacked
+    (with a store, every id was asked about)."""
 
     start: int
     ends: list[int] = field(default_factory=list)
     ids: list[bytes] = field(default_factory=list)
+    missing: set[bytes] = field(default_factory=set)
 
 
 def _store_new(chunk_id: bytes, data: bytes, store: WriteStore | None) -> bool:
@@ -109,49 +127,87 @@ def _chunks_from(stream: BinaryIO, base: int, sizes: ChunkSizes, digest_name: st
     return _serial(stream, base, sizes, digest_name, threads)
 
 
-def _chunk_span(path: str, start: int, stop: int, sizes: ChunkSizes, digest_name: str) -> SpanResult:
-    """Worker: chunk from ``start`` as if a chunk began there, up to ``stop`` plus lookahead.
+def _reader(fd: int) -> Callable[[int, int], bytes]:
+    """``read(offset, size)`` of an open file: what the workers chunk from."""
+    def read(offset: int, size: int) -> bytes:
+        return os.pread(fd, size, offset)
+    return read
+
+
+def _cut_ends(fd: int, sparse: bool, start: int, length: int, sizes: ChunkSizes) -> Iterator[int]:
+    """The cuts a chunker starting fresh at ``start`` makes (the next span's), read in
+    small blocks: only the first few are wanted."""
+    if sparse:
+        for chunk_start, size, _ in iter_sparse_chunks(fd, sizes, start, length):
+            yield chunk_start + size
+        return
+    for chunk_start, view in chunk_views(_reader(fd), start, length, sizes, block=4 * sizes.max):
+        yield chunk_start + len(view)
+
+
+def _span_chunks(fd: int, sparse: bool, start: int, length: int, sizes: ChunkSizes,
+                 digest_name: str) -> Iterator[tuple[int, bytes]]:
+    """(end, id) of each chunk a chunker starting at ``start`` cuts. Hashed from views of
+    the block read (hashlib takes any buffer: no chunk is copied to be hashed); in a file
+    with holes, the holes are not read (operations/sparse_chunks.py)."""
+    if sparse:
+        for chunk_start, size, chunk_id in iter_sparse_ids(fd, sizes, digest_name, start, length):
+            yield chunk_start + size, chunk_id
+        return
+    digest = cast(Callable[[memoryview], bytes], digest_function(digest_name))
+    for chunk_start, view in chunk_views(_reader(fd), start, length, sizes):
+        yield chunk_start + len(view), digest(view)
+
+
+def _chunk_span(path: str, start: int, stop: int, length: int, sizes: ChunkSizes,
+                digest_name: str, store: WriteStore | None) -> SpanResult:
+    """Worker: chunk from ``start`` as if a chunk began there, up to the first cut at or
+    past ``stop`` that the next span's chunker also makes (at most ``LOOKAHEAD_CHUNKS``
+    max-size chunks past ``stop``); hash each chunk and note which ones ``store`` lacks.
     Nothing is stored: until the lists are joined, no chunk here is known to be final."""
     result = SpanResult(start)
-    limit = stop + LOOKAHEAD_CHUNKS * sizes.max
-    with open(path, "rb") as stream:
-        for chunk_start, size, chunk_id in _chunks_from(stream, start, sizes, digest_name, 1):
-            result.ends.append(chunk_start + size)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        sparse = has_holes(fd, length)
+        following = _cut_ends(fd, sparse, stop, length, sizes) if stop < length else None
+        probe = -1
+        limit = stop + LOOKAHEAD_CHUNKS * sizes.max
+        asked: set[bytes] = set()
+        for end, chunk_id in _span_chunks(fd, sparse, start, length, sizes, digest_name):
+            result.ends.append(end)
             result.ids.append(chunk_id)
-            if chunk_start + size >= limit:
-                break
+            if store is not None and chunk_id not in asked:
+                asked.add(chunk_id)
+                if not store.has_chunk(chunk_id):
+                    result.missing.add(chunk_id)
+            if following is not None and end >= stop:
+                while probe < end:
+                    probe = next(following, length)
+                if probe == end or end >= limit:
+                    break
+    finally:
+        os.close(fd)
     return result
 
 
-def _store_chunks(path: str, chunks: list[tuple[int, int, bytes]], store: WriteStore) -> list[bytes]:
-    """Worker: store each (start, size, id) of the final list read from ``path``, unless the
-    store has it; the ids it wrote."""
+def _store_chunks(path: str, chunks: list[tuple[int, int, bytes, bool]], store: WriteStore) -> list[bytes]:
+    """Worker: store each (start, size, id, ask) of the final list, read from ``path``;
+    ``ask``: the store was not asked about this id yet (a chunk of a serially chunked gap),
+    so it is skipped if the store has it. The ids it wrote."""
     created = []
-    with open(path, "rb") as stream:
-        for start, size, chunk_id in chunks:
-            if store.has_chunk(chunk_id):
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for start, size, chunk_id, ask in chunks:
+            if ask and store.has_chunk(chunk_id):
                 continue
-            data = os.pread(stream.fileno(), size, start)
+            data = os.pread(fd, size, start)
+            if len(data) != size:
+                raise DesyncRefError(f"{path} changed while it was chunked")
             store.store_chunk(Chunk(chunk_id, data=data))
             created.append(chunk_id)
+    finally:
+        os.close(fd)
     return created
-
-
-def _store_groups(ends: list[int], ids: list[bytes], count: int) -> list[list[tuple[int, int, bytes]]]:
-    """The first occurrence of every id, in about ``count`` runs of similar byte size."""
-    total = ends[-1] if ends else 0
-    step = max(1, -(-total // max(1, count)))
-    groups: list[list[tuple[int, int, bytes]]] = []
-    seen: set[bytes] = set()
-    start = 0
-    for end, chunk_id in zip(ends, ids, strict=True):
-        if chunk_id not in seen:
-            seen.add(chunk_id)
-            if not groups or start // step >= len(groups):
-                groups.append([])
-            groups[-1].append((start, end - start, chunk_id))
-        start = end
-    return groups
 
 
 def span_starts(length: int, sizes: ChunkSizes, workers: int) -> list[int]:
@@ -162,16 +218,22 @@ def span_starts(length: int, sizes: ChunkSizes, workers: int) -> list[int]:
     return list(range(0, length - step // 2, step))
 
 
-def _splice(spans: list[SpanResult], length: int, stream: BinaryIO, sizes: ChunkSizes,
-            digest: str) -> tuple[list[int], list[bytes]]:
-    """Join the workers' lists at their shared cuts; chunk serially where none is shared."""
+def _splice(spans: _Spans, length: int, stream: BinaryIO, sizes: ChunkSizes, digest: str,
+            grown: Callable[[list[int], list[bytes]], None]) -> tuple[list[int], list[bytes]]:
+    """Join the workers' lists at their shared cuts; chunk serially where none is shared.
+    ``grown`` sees the list after every step. The list is always a prefix of the serial
+    chunker's: the first span's list is (it starts at 0), a join keeps the cuts up to a
+    cut both lists share and appends the later span's cuts past it, which restart there in
+    the serial chunker's state, and the serial gaps are the serial chunker's own."""
     ends, ids = list(spans[0].ends), list(spans[0].ids)
+    grown(ends, ids)
     later = 1
     while later < len(spans) and (not ends or ends[-1] < length):
         span = spans[later]
         joined = _join(ends, ids, span)
         if joined:
             later += 1
+            grown(ends, ids)
             continue
         if ends and ends[-1] >= span.ends[-1]:
             later += 1  # the current list already runs past this span: try the next one
@@ -179,12 +241,13 @@ def _splice(spans: list[SpanResult], length: int, stream: BinaryIO, sizes: Chunk
         # No shared cut within the lookahead: chunk serially until a cut of this or a
         # later span appears.
         base = ends[-1] if ends else 0
-        targets = {end for later_span in spans[later:] for end in later_span.ends}
+        targets = {end for n in range(later, len(spans)) for end in spans[n].ends}
         for start, size, chunk_id in _chunks_from(stream, base, sizes, digest, 2):
             ends.append(start + size)
             ids.append(chunk_id)
             if start + size in targets:
                 break
+        grown(ends, ids)
     return ends, ids
 
 
@@ -324,28 +387,26 @@ def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                  initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(_chunk_span, path, s, e, sizes, digest)
+            futures = [pool.submit(_chunk_span, path, s, e, length, sizes, digest, store)
                        for s, e in zip(starts, bounds, strict=True)]
-            bar = progress("Chunking", length)
+            storing: _StorePass | None = None
             try:
-                spans = []
-                for future, start, stop in zip(futures, starts, bounds, strict=True):
-                    spans.append(future.result())
-                    bar.update(stop - start)
-            finally:
-                bar.close()
-            ends, ids = _splice(spans, length, source, sizes, digest)
-            created: set[bytes] = set()
-            if store is not None:
-                groups = _store_groups(ends, ids, len(starts))
-                bar = progress("Storing", sum(len(g) for g in groups))
+                bar = progress("Chunking", length)
                 try:
-                    stores = [pool.submit(_store_chunks, path, group, store) for group in groups]
-                    for stored, group in zip(stores, groups, strict=True):
-                        created.update(stored.result())
-                        bar.update(len(group))
+                    spans = _Spans(futures, [e - s for s, e in zip(starts, bounds, strict=True)], bar)
+                    storing = _StorePass(path, store, pool, spans) if store is not None else None
+                    ends, ids = _splice(spans, length, source, sizes, digest,
+                                        storing.grown if storing is not None else _ignore)
+                    spans.wait_all()  # the splice may not need the last ones
                 finally:
                     bar.close()
+                created = storing.finish(len(set(ids)), progress) if storing is not None else set()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                if storing is not None:
+                    storing.cancel()
+                raise
     return _finish(ends, ids, created, sizes, digest)
 
 
@@ -371,6 +432,93 @@ def _index_sparse(fd: int, length: int, sizes: ChunkSizes, *, digest: str,
         indexer.close()
         raise
     return indexer.finish()
+
+
+def _ignore(ends: list[int], ids: list[bytes]) -> None:
+    pass
+
+
+class _Spans:
+    """The workers' results in span order, each waited for when the splice first needs it,
+    so the first spans are joined (and their chunks stored) while later ones are chunked."""
+
+    def __init__(self, futures: list[Future[SpanResult]], sizes: list[int], bar: Bar) -> None:
+        self._futures, self._sizes, self._bar = futures, sizes, bar
+        self.arrived: list[SpanResult] = []
+
+    def __len__(self) -> int:
+        return len(self._futures)
+
+    def __getitem__(self, n: int) -> SpanResult:
+        while len(self.arrived) <= n:
+            self.arrived.append(self._futures[len(self.arrived)].result())
+            self._bar.update(self._sizes[len(self.arrived) - 1])
+        return self.arrived[n]
+
+    def wait_all(self) -> None:
+        if self._futures:
+            self[len(self._futures) - 1]
+
+
+class _StorePass:
+    """Stores the chunks of the joined list that the store lacks, on the workers, as the
+    list grows: every chunk in it is final (see ``_splice``), so it is written while later
+    spans are still being chunked, and each distinct chunk by one worker."""
+
+    def __init__(self, path: str, store: WriteStore, pool: ProcessPoolExecutor, spans: _Spans) -> None:
+        self._path, self._store, self._pool, self._spans = path, store, pool, spans
+        self._done = 0  # chunks of the list handed on
+        self._seen: set[bytes] = set()
+        self._work: list[tuple[Future[list[bytes]], int]] = []
+        self._asked: set[bytes] = set()
+        self._missing: set[bytes] = set()
+        self._spans_seen = 0
+
+    def _learn(self) -> None:
+        """What the workers of the arrived spans found in the store."""
+        arrived = self._spans.arrived
+        for span in arrived[self._spans_seen:]:
+            self._asked.update(span.ids)
+            self._missing |= span.missing
+        self._spans_seen = len(arrived)
+
+    def grown(self, ends: list[int], ids: list[bytes]) -> None:
+        if len(ends) <= self._done:
+            return  # a join re-made cuts already handed on (they are the same cuts)
+        self._learn()
+        group: list[tuple[int, int, bytes, bool]] = []
+        start = ends[self._done - 1] if self._done else 0
+        for n in range(self._done, len(ends)):
+            chunk_id = ids[n]
+            if chunk_id not in self._seen:
+                self._seen.add(chunk_id)
+                if chunk_id in self._missing:
+                    group.append((start, ends[n] - start, chunk_id, False))
+                elif chunk_id not in self._asked:  # a chunk of a serially chunked gap
+                    group.append((start, ends[n] - start, chunk_id, True))
+            start = ends[n]
+        self._done = len(ends)
+        if group:
+            self._work.append((self._pool.submit(_store_chunks, self._path, group, self._store), len(group)))
+
+    def cancel(self) -> None:
+        """Drop the writes not yet started (after an error)."""
+        for future, _ in self._work:
+            future.cancel()
+
+    def finish(self, unique: int, progress: Progress) -> set[bytes]:
+        """Wait for the writes; the "Storing" bar counts every distinct chunk, those the
+        store had at once."""
+        created: set[bytes] = set()
+        bar = progress("Storing", unique)
+        try:
+            bar.update(unique - sum(count for _, count in self._work))
+            for future, count in self._work:
+                created.update(future.result())
+                bar.update(count)
+        finally:
+            bar.close()
+        return created
 
 
 def _die_with_parent(parent: int) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -41,6 +42,7 @@ from desync_ref.stores.storage_form import StorageForm, storage_form
 # The two forms an unencrypted store reads.
 _COMPRESSED = StorageForm(compressed=True)
 _PLAIN = StorageForm(compressed=False)
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 def _create_dir(path: Path, what: str) -> None:
@@ -52,6 +54,28 @@ def _create_dir(path: Path, what: str) -> None:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StoreError(f"cannot create {what} {path}: {exc.strerror}") from None
+
+
+def _create_temp_beside(directory: str) -> tuple[int, str]:
+    """A new temp file in a chunk's prefix directory, creating the directory when the open
+    says it is missing. Another writer's remove_chunk or prune may remove an empty prefix
+    directory between our mkdir and our open; then it is made again (once the temp file
+    exists the directory is not empty and stays). The name carries the pid and random bits;
+    O_EXCL makes a clash (another host on a shared store) pick another name, not share a file."""
+    attempts = 8
+    for attempt in range(1, attempts + 1):
+        tmp_name = f"{directory}/{TMP_CHUNK_PREFIX}{os.getpid():x}-{random.getrandbits(48):012x}"
+        try:
+            return os.open(tmp_name, _TEMP_FLAGS, 0o600), tmp_name
+        except FileNotFoundError:
+            if attempt == attempts:
+                raise
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(directory)
+        except FileExistsError:
+            if attempt == attempts:
+                raise
+    raise AssertionError("unreachable")
 
 
 class LocalStore:
@@ -149,34 +173,33 @@ class LocalStore:
         return False
 
     def store_chunk(self, chunk: Chunk) -> None:
-        target = self.chunk_path(chunk.id)
+        """Written under a temp name beside the target and renamed, so a reader never sees a
+        partial chunk. This is make's hot path into an empty store (one call per new chunk),
+        so it is plain ``os`` calls on string paths: no file object, and the prefix
+        directory is created only when opening the temp file says it is missing (no
+        ``mkdir`` per chunk, no stat)."""
+        name = chunk_file_name(chunk.id, self.suffix)
+        target = f"{self._root}/{name}"
         payload = self.form.to_storage(chunk)
         try:
-            fd, tmp_name = self._temp_file_beside(target)
+            fd, tmp_name = _create_temp_beside(f"{self._root}/{name[:name.index('/')]}")
             try:
-                with os.fdopen(fd, "wb") as tmp:
-                    tmp.write(payload)
-                os.chmod(tmp_name, 0o644)
-                os.replace(tmp_name, target)
+                try:
+                    view = memoryview(payload)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    # temp files are created 0600 (not readable by others while written); the
+                    # chunk is 0644 whatever the umask, as desync's
+                    os.fchmod(fd, 0o644)
+                finally:
+                    os.close(fd)
+                os.rename(tmp_name, target)
             except BaseException:
-                os.unlink(tmp_name)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_name)
                 raise
         except OSError as exc:
             raise StoreError(f"cannot write chunk {chunk.id.hex()} to {self}: {exc.strerror}") from None
-
-    @staticmethod
-    def _temp_file_beside(target: Path) -> tuple[int, str]:
-        """A temp file in the target's prefix directory, creating the directory. Another
-        writer's remove_chunk or prune may remove an empty prefix directory between our
-        mkdir and our mkstemp; then it is made again (once the temp file exists the
-        directory is not empty and stays)."""
-        for _ in range(8):
-            target.parent.mkdir(exist_ok=True)
-            try:
-                return tempfile.mkstemp(prefix=TMP_CHUNK_PREFIX, dir=target.parent)
-            except FileNotFoundError:
-                continue
-        return tempfile.mkstemp(prefix=TMP_CHUNK_PREFIX, dir=target.parent)
 
     def remove_chunk(self, chunk_id: bytes) -> None:
         path = self.chunk_path(chunk_id)
