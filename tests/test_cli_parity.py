@@ -87,3 +87,22 @@ def test_skip_verify_store_option(made: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr.decode()
     # the wrong chunk's bytes were written, unverified: the output differs from the blob
     assert (tmp_path / "out").read_bytes() != (made / "blob").read_bytes()
+
+
+def test_skip_verify_on_an_http_store(made: Path, tmp_path: Path) -> None:
+    """desync passes SkipVerify to NewChunkFromStorage in its HTTP store too
+    (remotehttp.go): a chunk-server serving the wrong bytes under an id fails the extract,
+    unless the config marks that URL skip-verify."""
+    from httputil import Server
+
+    store, _ = _corrupt_store(made, tmp_path)
+    with Server("chunk-server", ["-s", str(store)]) as srv:
+        args = ["extract", "-s", srv.url, made / "blob.caibx", tmp_path / "out"]
+        refused = run_cli(args, check=False)
+        assert refused.returncode == 1 and b"does not match" in refused.stderr
+        assert not (tmp_path / "out").exists()
+        config = tmp_path / "config.json"
+        config.write_text(json.dumps({"store-options": {srv.url: {"skip-verify": True}}}))
+        proc = run_cli(["--config", config, *args], check=False)
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert (tmp_path / "out").read_bytes() != (made / "blob").read_bytes()

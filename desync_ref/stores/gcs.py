@@ -427,7 +427,7 @@ class GCSStore(GCSBase):
             if blob is None:
                 raise ChunkMissing(chunk_id.hex(), str(self))
             try:
-                return self.form.from_storage(chunk_id, blob, digest)
+                return self.form.from_storage(chunk_id, blob, None if self.options.skip_verify else digest)
             except ChunkInvalid as exc:
                 if attempt >= attempts:
                     raise ChunkInvalid(f"{exc} in store {self}") from None

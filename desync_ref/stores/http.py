@@ -342,7 +342,8 @@ class HTTPStore(HTTPBase):
         name = self.name(chunk_id)
         status, body = self.request("GET", name)
         if status == 200:
-            return self.form.from_storage(chunk_id, body, digest, where=self._where)
+            return self.form.from_storage(chunk_id, body, None if self.options.skip_verify else digest,
+                                          where=self._where)
         if status == 404:
             raise ChunkMissing(chunk_id.hex(), str(self))
         raise self.unexpected("GET", name, status, body)

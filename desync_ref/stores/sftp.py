@@ -164,7 +164,8 @@ class SFTPStore(SFTPBase):
             raise ChunkMissing(chunk_id.hex(), str(self)) from None
         if blob is None:
             raise StoreError(f"{self.location}: chunk file {path} is larger than {MAX_STORED_CHUNK_SIZE} bytes")
-        return self.form.from_storage(chunk_id, blob, digest, where=self.location)
+        return self.form.from_storage(chunk_id, blob, None if self.options.skip_verify else digest,
+                                      where=self.location)
 
     def has_chunk(self, chunk_id: bytes) -> bool:
         path = self.path(chunk_id)
