@@ -44,8 +44,11 @@ _OPEN_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
 # Header lines after the request line: a token, a colon, a value of visible characters,
 # spaces and tabs (no obs-fold, no bare CR or LF, no NUL).
 _HEADER_LINES: Final = re.compile(rb"(?:\r\n[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t\x20-\x7e\x80-\xff]*)*")
-# Headers that make a request something else than a plain GET/HEAD of a file.
-_REFUSED: Final = frozenset({b"transfer-encoding", b"upgrade", b"expect"})
+# Headers that make a request something else than a plain GET/HEAD of a file, or that
+# aiohttp refuses (the old WebSocket handshake).
+_REFUSED: Final = frozenset({b"transfer-encoding", b"upgrade", b"expect", b"sec-websocket-key1"})
+# More header lines than this go to aiohttp, which has its own limit.
+MAX_HEADERS: Final = 32
 _SERVER: Final = SERVER_SOFTWARE.encode()
 
 
@@ -84,11 +87,14 @@ def parse_head(head: bytes, authorization: bytes) -> Request | None:
         return None
     connection: bytes | None = None
     given: bytes | None = None
+    seen: set[bytes] = set()
     if first >= 0:
         if not _HEADER_LINES.fullmatch(head, first):
             return None
-        seen: set[bytes] = set()
-        for field in head[first + 2:].split(b"\r\n"):
+        fields = head[first + 2:].split(b"\r\n")
+        if len(fields) > MAX_HEADERS:
+            return None
+        for field in fields:
             name, _, value = field.partition(b":")
             name = name.lower()
             if name in seen or name in _REFUSED:
@@ -100,6 +106,8 @@ def parse_head(head: bytes, authorization: bytes) -> Request | None:
                 given = value.strip(b" \t")
             elif name == b"content-length" and value.strip(b" \t") != b"0":
                 return None
+    if version == b"HTTP/1.1" and b"host" not in seen:
+        return None  # aiohttp answers 400 "Missing 'Host' header"
     if connection is None:
         keep_alive = version == b"HTTP/1.1"
     elif connection == b"close":
