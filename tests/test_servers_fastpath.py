@@ -416,6 +416,72 @@ def test_idle_timeout(chunks: dict[str, Any]) -> None:
         loop.close()
 
 
+class QueueTransport(asyncio.Transport):
+    """A transport over one end of a socket pair that keeps what it is given until
+    ``flush``, as a transport with unsent bytes does."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self.sock = sock
+        self.queued = b""
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 1), "socket": self.sock}.get(name, default)
+
+    def write(self, data: Any) -> None:
+        self.queued += bytes(data)
+
+    def get_write_buffer_size(self) -> int:
+        return len(self.queued)
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def close(self) -> None:
+        pass
+
+    def flush(self) -> None:
+        self.sock.setblocking(True)
+        self.sock.sendall(self.queued)
+        self.queued = b""
+
+
+def test_queued_bytes_go_first(chunks: dict[str, Any]) -> None:
+    """Nothing is written to the socket around bytes the transport still holds, and a
+    paused transport gets no more answers until it resumes; then they come in order."""
+    loop = asyncio.new_event_loop()
+    ours, peer = socket.socketpair()
+    try:
+        ours.setblocking(False)
+        transport = QueueTransport(ours)
+        conn = FastConnection(handler_for(chunks), lambda: pytest.fail("handed over"), loop=loop, log=None,
+                              header_timeout=30, idle_timeout=30, registry=set())
+        conn.connection_made(transport)
+        transport.write(b"EARLIER")  # an answer not sent yet
+        conn.data_received(request("GET", chunks["small"]))
+        conn.pause_writing()
+        conn.data_received(request("HEAD", chunks["small"]) + request("GET", chunks["other"]))
+        queued = transport.queued
+        assert not transport.reading  # no more reading while the answers wait
+        conn.resume_writing()
+        assert transport.reading and len(transport.queued) > len(queued)
+        transport.flush()
+        peer.settimeout(5)
+        assert peer.recv(7) == b"EARLIER"
+        answers = read_responses(peer, ["GET", "HEAD", "GET"])
+        conn.connection_lost(None)
+    finally:
+        ours.close()
+        peer.close()
+        loop.close()
+    assert [a.partition(b"\r\n\r\n")[2] for a in answers] == [
+        file_of(chunks, chunks["small"]), b"", file_of(chunks, chunks["other"])]
+
+
 def test_parse_head() -> None:
     target = b"/abcd/" + b"ab" * 32 + b".cacnk"
     parsed = parse_head(b"GET " + target + b" HTTP/1.0\r\nConnection: keep-alive", b"")
