@@ -11,6 +11,10 @@ block, run in a thread pool sized by ``-n``. ``run_server`` binds the listening 
 and serves in this process, or in worker processes (``server/workers.py``) that each
 accept on their own SO_REUSEPORT socket and run such a loop over their own store chain
 (a :class:`Service`).
+A handler that can name the file answering a request (a :class:`FileResponder`,
+chunk-server's) gets a fast path on plain TCP (``server/fastpath.py``): such requests are
+answered before aiohttp sees them, and a connection goes to aiohttp's protocol at the first
+request the fast path does not take.
 
 Timeouts are desync's (``serve`` in ``cmd/desync/indexserver.go``): 30 s to read a
 request's headers (Go ``ReadHeaderTimeout``, which aiohttp lacks: a timer per connection,

@@ -20,7 +20,9 @@ chunk there is kept and the PUT answered 200, whatever bytes it brought.
 What the store can do is asked of its type: WriteStore for PUT, InlineRead for the fast path.
 A GET a local store can answer with its file as it is (the wire form, read unverified as
 every GET is by default) is answered with the file (``server/sendfile.py``, sendfile);
-anything else, missing files included, takes the store's own read.
+anything else, missing files included, takes the store's own read. ``chunk_file`` names
+that file to the fast path (``server/fastpath.py``), which answers plain GETs and HEADs of
+it before aiohttp.
 """
 
 from __future__ import annotations
