@@ -365,17 +365,28 @@ def test_log_lines_as_aiohttp(chunks: dict[str, Any], tmp_path: Path) -> None:
     assert len(_LOG_STAMP.findall(log.read_text())) == 6
 
 
-def test_shutdown_closes_idle_fast_connections(chunks: dict[str, Any]) -> None:
-    servers = Pair(handler_for(chunks))
-    try:
-        sock = socket.create_connection(("127.0.0.1", servers.fast_port), timeout=20)
-        sock.sendall(request("GET", chunks["small"]))
-        read_responses(sock, ["GET"])
-        assert len(servers.fast_server.fast_connections) == 1  # type: ignore[attr-defined]
-    finally:
-        servers.close()
-    assert closed_by_server(sock)
-    sock.close()
+def test_shutdown_sends_what_is_queued_then_closes(chunks: dict[str, Any]) -> None:
+    """At the server's shutdown an idle fast connection is closed and one whose answer is
+    still queued gets all of it first, before the loop ends."""
+    with pair(handler_for(chunks)) as servers:
+        idle = socket.create_connection(("127.0.0.1", servers.fast_port), timeout=20)
+        busy = socket.create_connection(("127.0.0.1", servers.fast_port), timeout=20)
+        with idle, busy:
+            idle.sendall(request("GET", chunks["small"]))
+            read_responses(idle, ["GET"])
+            busy.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            busy.sendall(request("GET", chunks["large"]))
+            time.sleep(0.3)  # the 4 MiB answer waits in the transport: nobody reads it
+            runner = servers.runners[0][0]
+            stopping = asyncio.run_coroutine_threadsafe(runner.cleanup(), servers.loop)
+            time.sleep(0.3)
+            assert not stopping.done()  # it waits for the queued answer
+            (answer,) = read_responses(busy, ["GET"])
+            stopping.result(10)
+            assert answer.partition(b"\r\n\r\n")[2] == file_of(chunks, chunks["large"])
+            assert closed_by_server(busy) and closed_by_server(idle)
+            assert not servers.fast_server.fast_connections  # type: ignore[attr-defined]
+        servers.runners = servers.runners[1:]
 
 
 def test_idle_timeout(chunks: dict[str, Any]) -> None:

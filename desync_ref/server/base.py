@@ -235,6 +235,14 @@ class _Server(web.Server):
             connection.close()
         super().pre_shutdown()
 
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """aiohttp's connections finish their requests; fast ones send what they queued
+        (within the same time: the loop ends after this)."""
+        deadline = self._loop.time() + (timeout if timeout is not None else 5.0)
+        await super().shutdown(timeout)
+        while self.fast_connections and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)
+
 
 def _tracked(handler: Handler) -> Handler:
     async def tracked(request: web.BaseRequest) -> web.StreamResponse:
