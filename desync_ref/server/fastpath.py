@@ -330,9 +330,12 @@ class FastConnection(asyncio.Protocol):
         if written < len(head):
             transport.write(head[written:])
         if sent < size:
-            rest = os.pread(fd, size - sent, sent)
+            try:
+                rest = os.pread(fd, size - sent, sent)
+            except OSError:  # a read error after the head went out: the length cannot be kept
+                rest = b""
             transport.write(rest)
-            if len(rest) < size - sent:  # the file shrank: the promised length cannot be kept
+            if len(rest) < size - sent:  # or the file shrank: the client must see it cut short
                 transport.abort()
 
     # -- hand-over, timeouts, end ----------------------------------------------------------
