@@ -164,27 +164,32 @@ def tree(pid: int) -> list[int]:
     return found
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the process tree: the cost of the requests, which unlike
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of the process tree: the cost of the requests, which unlike
     the request rate hardly depends on what else runs on a shared machine."""
-    ticks = 0
+    user = system = 0
     for member in tree(pid):
         try:
             fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return ticks / os.sysconf("SC_CLK_TCK")
+        user += int(fields[11])  # utime, stime (fields 14 and 15)
+        system += int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
 
 
 def measured(pid: int, url: str, script: Path, args: argparse.Namespace) -> dict[str, object]:
-    """wrk's figures and the server's CPU milliseconds per request."""
-    before = cpu_seconds(pid)
+    """wrk's figures and the server's CPU milliseconds per request (and how much of it is
+    user time: the interpreter's share; the system time is mostly the kernel's TCP and
+    sendfile work, which nginx pays too)."""
+    user0, system0 = cpu_seconds(pid)
     result = run_wrk(url, script, args)
-    used = cpu_seconds(pid) - before
+    user1, system1 = cpu_seconds(pid)
     requests = result.get("requests")
     if isinstance(requests, float) and requests:
-        result["server_cpu_ms_per_request"] = round(1000 * used / requests, 4)
+        result["server_cpu_ms_per_request"] = round(1000 * (user1 - user0 + system1 - system0) / requests, 4)
+        result["server_user_ms_per_request"] = round(1000 * (user1 - user0) / requests, 4)
     return result
 
 

@@ -11,6 +11,10 @@ block, run in a thread pool sized by ``-n``. ``run_server`` binds the listening 
 and serves in this process, or in worker processes (``server/workers.py``) that each
 accept on their own SO_REUSEPORT socket and run such a loop over their own store chain
 (a :class:`Service`).
+A handler that can name the file answering a request (a :class:`FileResponder`,
+chunk-server's) gets a fast path on plain TCP (``server/fastpath.py``): such requests are
+answered before aiohttp sees them, and a connection goes to aiohttp's protocol at the first
+request the fast path does not take.
 
 Timeouts are desync's (``serve`` in ``cmd/desync/indexserver.go``): 30 s to read a
 request's headers (Go ``ReadHeaderTimeout``, which aiohttp lacks: a timer per connection,
@@ -37,6 +41,7 @@ from typing import Any, Final, TextIO
 from aiohttp import web, web_protocol
 
 from desync_ref.errors import ServerSetupError
+from desync_ref.server.fastpath import FastConnection, FileResponder
 from desync_ref.server.options import ServerOptions, parse_listen
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -100,11 +105,19 @@ def text(status: int, message: str = "") -> web.Response:
 @dataclass
 class Service:
     """What one server process serves: the handler, the SIGHUP reload (if the server has
-    one) and what to close at the end. Each worker process opens its own."""
+    one) and what to close at the end. Each worker process opens its own. ``fast``: the
+    handler, when it can name files that answer requests (``server/fastpath.py``); ``log``:
+    where the fast path writes its request log lines."""
 
     handler: Handler
     on_hup: Callable[[], None] | None = None
     close: Callable[[], None] = lambda: None
+    fast: FileResponder | None = None
+    log: TextIO | None = None
+
+    def __post_init__(self) -> None:
+        if self.fast is None and isinstance(self.handler, FileResponder):
+            self.fast = self.handler
 
 
 class RequestLog:
@@ -137,7 +150,7 @@ class RequestLog:
         return logged
 
     def wrap_service(self, service: Service) -> Service:
-        return Service(self.wrap(service.handler), service.on_hup, service.close)
+        return Service(self.wrap(service.handler), service.on_hup, service.close, service.fast, self.out)
 
     def close(self) -> None:
         """Flushed, so that a worker process's last lines are not lost at its exit."""
@@ -192,14 +205,43 @@ class _Connection(web_protocol.RequestHandler):
 
 
 class _Server(web.Server):
-    def __init__(self, handler: Handler, *, header_timeout: float, **kwargs: Any) -> None:
+    """aiohttp's server; with ``fast``, each connection starts on the fast path
+    (``server/fastpath.py``), which hands it to an aiohttp protocol when it must."""
+
+    def __init__(self, handler: Handler, *, header_timeout: float, fast: FileResponder | None = None,
+                 log: TextIO | None = None, **kwargs: Any) -> None:
         self.header_timeout = header_timeout
+        self.fast = fast
+        self.log = log
+        self.fast_connections: set[FastConnection] = set()
         super().__init__(handler, **kwargs)
 
-    def __call__(self) -> web_protocol.RequestHandler:
+    def __call__(self) -> asyncio.Protocol:  # type: ignore[override]
+        if self.fast is not None:
+            return FastConnection(self.fast, self.slow, loop=self._loop, log=self.log,
+                                  header_timeout=self.header_timeout,
+                                  idle_timeout=float(self._kwargs.get("keepalive_timeout", IDLE_TIMEOUT)),
+                                  registry=self.fast_connections)
+        return self.slow()
+
+    def slow(self) -> web_protocol.RequestHandler:
         connection = _Connection(self, loop=self._loop, **self._kwargs)
         connection.header_timeout = self.header_timeout
         return connection
+
+    def pre_shutdown(self) -> None:
+        # as aiohttp's own: each connection closes once what it has queued is sent
+        for connection in list(self.fast_connections):
+            connection.close()
+        super().pre_shutdown()
+
+    async def shutdown(self, timeout: float | None = None) -> None:
+        """aiohttp's connections finish their requests; fast ones send what they queued
+        (within the same time: the loop ends after this)."""
+        deadline = self._loop.time() + (timeout if timeout is not None else 5.0)
+        await super().shutdown(timeout)
+        while self.fast_connections and self._loop.time() < deadline:
+            await asyncio.sleep(0.01)
 
 
 def _tracked(handler: Handler) -> Handler:
@@ -217,9 +259,12 @@ def _tracked(handler: Handler) -> Handler:
 
 
 def make_web_server(handler: Handler, *, header_timeout: float = HEADER_TIMEOUT,
-                    idle_timeout: float = IDLE_TIMEOUT) -> web.Server:
-    """The low-level aiohttp server of both commands, with desync's timeouts."""
-    return _Server(_tracked(handler), header_timeout=header_timeout, access_log=None,
+                    idle_timeout: float = IDLE_TIMEOUT, fast: FileResponder | None = None,
+                    log: TextIO | None = None) -> web.Server:
+    """The low-level aiohttp server of both commands, with desync's timeouts; ``fast``
+    (plain TCP only): requests it can answer with a file take the fast path, which writes
+    its lines to the request log ``log``."""
+    return _Server(_tracked(handler), header_timeout=header_timeout, fast=fast, log=log, access_log=None,
                    handler_cancellation=False, keepalive_timeout=idle_timeout)
 
 
@@ -310,7 +355,8 @@ async def _serve(service: Service, sockets: list[socket.socket], ctx: ssl.SSLCon
     loop = asyncio.get_running_loop()
     loop.set_default_executor(executor)
     on_hup = service.on_hup
-    server = make_web_server(service.handler)
+    # The fast path answers on plain TCP only: a TLS connection's bytes are records.
+    server = make_web_server(service.handler, fast=service.fast if ctx is None else None, log=service.log)
     runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     stop = asyncio.Event()

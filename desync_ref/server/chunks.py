@@ -20,7 +20,9 @@ chunk there is kept and the PUT answered 200, whatever bytes it brought.
 What the store can do is asked of its type: WriteStore for PUT, InlineRead for the fast path.
 A GET a local store can answer with its file as it is (the wire form, read unverified as
 every GET is by default) is answered with the file (``server/sendfile.py``, sendfile);
-anything else, missing files included, takes the store's own read.
+anything else, missing files included, takes the store's own read. ``chunk_file`` names
+that file to the fast path (``server/fastpath.py``), which answers plain GETs and HEADs of
+it before aiohttp.
 """
 
 from __future__ import annotations
@@ -74,11 +76,13 @@ class ChunkHandler:
         self._inline_store: InlineRead | None = store if isinstance(store, InlineRead) else None
         # The usual request path, matched at once; any other goes through parse_chunk_path.
         self._plain_path = re.compile(r"/([0-9a-fA-F]{4})/\1[0-9a-fA-F]{60}" + re.escape(self.extension))
+        self._plain_target = re.compile(self._plain_path.pattern.encode())
         # A local store (not one swapped on SIGHUP) holding chunks in the wire form, read
         # unverified: GETs answer with its files (FileBody, sendfile). Asked at the first
         # GET: the handler is made without touching the store.
         self._files: str | None = None
         self._files_known = False
+        self._files_bytes: bytes | None = None
 
     # -- path --------------------------------------------------------------------------
     def id_from_path(self, path: str) -> bytes | str:
@@ -161,6 +165,19 @@ class ChunkHandler:
             file.close()
             return None
         return FileBody(file, info.st_size, _OCTETS)
+
+    def chunk_file(self, target: bytes) -> bytes | None:
+        """The fast path's question (``server/fastpath.py``): the file that answers a GET or
+        HEAD of ``target``, a usual chunk path, when GETs are answered with files; asked per
+        request, so that it follows the handler's store."""
+        if not self._files_known:
+            self._files, self._files_known = self._file_root(), True
+        root = self._files
+        if root is None or not self._plain_target.fullmatch(target):
+            return None
+        if self._files_bytes is None:
+            self._files_bytes = os.fsencode(root)
+        return self._files_bytes + target.lower()  # the store's names are lowercase hex
 
     def _file_root(self) -> str | None:
         store = self.store
