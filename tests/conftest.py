@@ -118,3 +118,13 @@ def assert_clean_failure(proc: subprocess.CompletedProcess[bytes]) -> str:
     assert "Traceback" not in err, err
     assert len(err.strip().splitlines()) == 1, err
     return err
+
+
+def bytes_read() -> int:
+    """What this process has read so far (``rchar`` of /proc/self/io): a test that must not
+    read a file's holes compares it before and after."""
+    with open("/proc/self/io") as f:
+        for line in f:
+            if line.startswith("rchar:"):
+                return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")

@@ -16,6 +16,7 @@ import pytest
 from desync_ref.audit.deviations import DESYNC_TAR_FLAGS
 from tests import catar_bytes as cb
 from tests.conftest import assert_clean_failure, run_cli
+from tests.test_diff_index import differences, known
 
 pytestmark = pytest.mark.compiled_pass_only
 
@@ -47,18 +48,6 @@ def diff(*args: object, text: bool = False) -> tuple[int, list[str], dict[str, o
         assert proc.returncode == data.returncode, proc.stderr.decode()
         lines = proc.stdout.decode().splitlines()
     return data.returncode, lines, json.loads(data.stdout)
-
-
-def differences(report: dict[str, object]) -> list[str]:
-    findings = report["findings"]
-    assert isinstance(findings, list)
-    return [f"{f['where']}: {f['text']}" for f in findings if f["difference"]]
-
-
-def known(report: dict[str, object]) -> list[tuple[str, str]]:
-    findings = report["findings"]
-    assert isinstance(findings, list)
-    return [(f["deviation"]["key"], f["deviation"]["side"]) for f in findings if "deviation" in f]
 
 
 def test_one_mtime_names_the_path_and_field(tmp_path: Path) -> None:

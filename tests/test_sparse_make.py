@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_failure, run_cli
+from conftest import assert_clean_failure, bytes_read, run_cli
 
 from desync_ref.chunking import ChunkSizes
 from desync_ref.formats.chunk import chunk_file_name
@@ -79,23 +79,15 @@ def test_parallel_make_of_sparse_file(casync: str, tmp_path: Path,
     assert store_ids(tmp_path / "store") == {c.id.hex() for c in theirs.chunks}
 
 
-def _rchar() -> int:
-    with open("/proc/self/io") as f:
-        for line in f:
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-    raise AssertionError("no rchar in /proc/self/io")
-
-
 @pytest.mark.compiled_pass_only  # casync reads the whole GiB: once is enough
 def test_make_does_not_read_holes(casync: str, tmp_path: Path) -> None:
     """A 1 GiB file with 256 KiB of data: make reads a few MiB at most (the process's read
     byte count), and the index is casync's."""
     blob = sparse_file(tmp_path / "big", 1 << 30,
                        [(n * (256 * MIB) + 12345, 64 * KIB) for n in range(4)])
-    before = _rchar()
+    before = bytes_read()
     index, stats = make.make_index(str(blob), DEFAULT, workers=1)
-    assert _rchar() - before < 16 * MIB
+    assert bytes_read() - before < 16 * MIB
     assert stats.bytes == 1 << 30
     theirs = parse_index(casync_index(casync, blob, tmp_path / "theirs.caibx", DEFAULT))
     assert [(c.start, c.size, c.id) for c in index.chunks] == \

@@ -15,7 +15,7 @@ import pytest
 from desync_ref.fs import walk
 from desync_ref.fs.holes import has_holes
 from desync_ref.operations.tar import archive_flags, write_catar
-from tests.conftest import run_cli
+from tests.conftest import bytes_read, run_cli
 
 pytestmark = pytest.mark.compiled_pass_only  # no kernel: tree walking and file writing
 
@@ -60,14 +60,6 @@ def test_tar_of_sparse_tree_equals_casync(casync: str, tmp_path: Path) -> None:
     assert (tmp_path / "ours.catar").read_bytes() == (tmp_path / "theirs.catar").read_bytes()
 
 
-def _rchar() -> int:
-    with open("/proc/self/io") as f:
-        for line in f:
-            if line.startswith("rchar:"):
-                return int(line.split()[1])
-    raise AssertionError("no rchar in /proc/self/io")
-
-
 def test_tar_reads_only_the_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A 256 MiB file holding 64 KiB of data: the catar stream is the one the plain read
     gives, and the process read a few MiB at most to make it."""
@@ -80,9 +72,9 @@ def test_tar_reads_only_the_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
     def digest_of_catar() -> tuple[str, int]:
         h = hashlib.sha256()
-        before = _rchar()
+        before = bytes_read()
         write_catar(str(src), h.update, flags)
-        return h.hexdigest(), _rchar() - before
+        return h.hexdigest(), bytes_read() - before
 
     sparse, read = digest_of_catar()
     assert read < 8 * MIB
