@@ -16,6 +16,8 @@ import struct
 import tempfile
 import threading
 
+from desync_ref.fs.holes import write_at
+
 # linux/fs.h: _IOW(0x94, 13, struct file_clone_range), the struct being
 # {s64 src_fd; u64 src_offset; u64 src_length; u64 dest_offset}.
 FICLONERANGE = 0x4020940D
@@ -112,11 +114,8 @@ def _copy_plain(dst: int, src: int, src_offset: int, length: int, dst_offset: in
         data = os.pread(src, min(length - done, 1 << 20), src_offset + done)
         if not data:
             break
-        view = memoryview(data)
-        while view:
-            written = os.pwrite(dst, view, dst_offset + done)
-            view = view[written:]
-            done += written
+        write_at(dst, data, dst_offset + done)
+        done += len(data)
     return done
 
 

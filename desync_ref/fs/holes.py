@@ -143,12 +143,12 @@ def write_with_holes(fd: int, data: bytes | memoryview, offset: int, *, block: i
     if fresh:
         _partial_ends(view, offset, block, runs)
     for start, stop in runs:
-        _write_all(fd, view[position:start], offset + position)
+        write_at(fd, view[position:start], offset + position)
         if not fresh:
             punch_hole(fd, offset + start, stop - start)
         skipped += stop - start
         position = stop
-    _write_all(fd, view[position:], offset + position)
+    write_at(fd, view[position:], offset + position)
     return skipped
 
 
@@ -177,8 +177,10 @@ def _partial_ends(view: memoryview, offset: int, block: int,
             runs.append((tail, size))
 
 
-def _write_all(fd: int, view: memoryview, offset: int) -> None:
-    while len(view):
+def write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
+    """All of ``data`` at ``offset``: ``pwrite`` may write less than it was given."""
+    view = memoryview(data)
+    while view:
         written = os.pwrite(fd, view, offset)
         if written <= 0:  # no progress and no error: give up rather than spin
             raise OSError(errno.EIO, os.strerror(errno.EIO))

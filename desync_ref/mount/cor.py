@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 from desync_ref.errors import DesyncRefError
 from desync_ref.fs.atomic import atomic_output
-from desync_ref.operations.assemble import write_at
+from desync_ref.fs.holes import write_at
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from desync_ref import kernels
 from desync_ref.errors import DesyncRefError
 from desync_ref.formats.index import Index
 from desync_ref.fs.clone import block_size, can_clone, clone_or_copy, copy_range
-from desync_ref.fs.holes import HolesUnsupported, punch_hole, write_with_holes
+from desync_ref.fs.holes import HolesUnsupported, punch_hole, write_at, write_with_holes
 from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.parallel import ordered_map
 from desync_ref.operations.seeds import InvalidSeed, Seed
@@ -90,17 +90,6 @@ class Done:
     from_store: int = 0
     copied: int = 0
     cloned: int = 0
-
-
-def write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
-    """All of ``data`` at ``offset``: ``pwrite`` may write less than it was given."""
-    view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
-        if written <= 0:  # no progress and no error: give up rather than spin
-            raise OSError(errno.EIO, os.strerror(errno.EIO))
-        view = view[written:]
-        offset += written
 
 
 class Assembler:

@@ -23,13 +23,13 @@ from collections.abc import Iterator
 from desync_ref.errors import DesyncRefError, InvalidParameter
 from desync_ref.formats.index import Index
 from desync_ref.fs.atomic import atomic_output
+from desync_ref.fs.holes import write_at
 from desync_ref.operations import extract_workers
 from desync_ref.operations.assemble import (
     Assembler,
     ExtractStats,
     InvalidSeedAction,
     assembler,
-    write_at,
 )
 from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.seeds import Seed

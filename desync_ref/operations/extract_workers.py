@@ -19,7 +19,6 @@ Spec: spec/extract.md § "Worker processes".
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import pickle
@@ -30,6 +29,7 @@ from concurrent.futures.process import BrokenProcessPool
 
 from desync_ref.errors import DesyncRefError
 from desync_ref.operations.assemble import Assembler, Done, ExtractStats, Run, Unit, assembler
+from desync_ref.operations.parallel import die_with_parent
 from desync_ref.stores import Store
 from desync_ref.stores.local import LocalStore
 
@@ -38,8 +38,6 @@ from desync_ref.stores.local import LocalStore
 TASK_BYTES = 8 << 20
 # Below this many bytes to read from the store and seeds, forking costs more than it saves.
 PROCESS_MIN_BYTES = 4 << 20
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 # What the workers inherit through fork: set by the parent just before it forks them.
 _work: Assembler | None = None
@@ -144,10 +142,7 @@ def _start(parent: int) -> None:
     """Worker start-up: die with the parent (a SIGKILLed extract must not leave workers
     writing), leave Ctrl-C to the parent, and keep no chunks for later use: a repeated chunk
     is read again from the local store rather than held in every worker."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if _work is not None:
         _work.source.keep_budget = 0

@@ -37,10 +37,8 @@ Holes, operations/sparse_chunks.py).
 from __future__ import annotations
 
 import bisect
-import ctypes
 import multiprocessing
 import os
-import signal
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -53,7 +51,7 @@ from desync_ref.formats.chunk import DIGEST_SHA512_256, digest_function
 from desync_ref.formats.constants import CA_FORMAT_BLOB_INDEX_FLAGS, CA_FORMAT_SHA512_256
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.fs.holes import has_holes
-from desync_ref.operations.parallel import ordered_map
+from desync_ref.operations.parallel import die_with_parent, ordered_map
 from desync_ref.operations.sparse_chunks import (
     ZeroIds,
     data_span_starts,
@@ -67,8 +65,6 @@ from desync_ref.stores import Chunk, WriteStore
 MIN_SPAN = 16 * 1024 * 1024
 # How far past its span a worker keeps chunking while looking for the shared cut.
 LOOKAHEAD_CHUNKS = 16
-# prctl option that sends the caller a signal when its parent dies (linux/prctl.h).
-PR_SET_PDEATHSIG = 1
 
 
 def blob_index_flags(digest: str) -> int:
@@ -386,7 +382,7 @@ def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
         bounds = [*starts[1:], length]
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                 initializer=_die_with_parent, initargs=(os.getpid(),)) as pool:
+                                 initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_chunk_span, path, s, e, length, sizes, digest, store)
                        for s, e in zip(starts, bounds, strict=True)]
             storing: _StorePass | None = None
@@ -519,15 +515,6 @@ class _StorePass:
         finally:
             bar.close()
         return created
-
-
-def _die_with_parent(parent: int) -> None:
-    """Worker start-up: a SIGKILLed make must not leave its workers running (they would
-    keep writing chunks into the store after the command is gone)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def _finish(ends: list[int], ids: list[bytes], created: set[bytes], sizes: ChunkSizes,

@@ -19,7 +19,6 @@ dies (PR_SET_PDEATHSIG), so none outlives a parent that was SIGKILLed.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import sys
@@ -27,8 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-# prctl option that sends the caller a signal when its parent dies (linux/prctl.h).
-PR_SET_PDEATHSIG: Final = 1
+from desync_ref.operations.parallel import die_with_parent
+
 # A worker that dies sooner than this after its start is not replaced: the next one would
 # most likely die the same way, and a loop of forks helps nobody.
 MIN_LIFETIME: Final = 1.0
@@ -39,13 +38,6 @@ _SIGNALS: Final = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD}
 
 # (slot number, a function that unblocks the signals the parent held) -> exit status
 Worker = Callable[[int, Callable[[], None]], int]
-
-
-def _die_with_parent(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(0)
 
 
 def _describe(status: int) -> str:
@@ -77,7 +69,7 @@ class Supervisor:
             return
         code = 1
         try:
-            _die_with_parent(parent)
+            die_with_parent(parent, signal.SIGTERM, 0)
             saved = self.mask
 
             def unblock() -> None:
