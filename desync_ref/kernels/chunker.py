@@ -65,6 +65,12 @@ def _rol32(value: i64, shift: i64) -> i64:
     return ((value << shift) | (value >> (32 - shift))) & _MASK32
 
 
+def _dup32(value: i64) -> i64:
+    """``value`` (32 bits) in both halves of a 64-bit word, as the signed i64 it reads as."""
+    doubled: int = value | (value << 32)
+    return doubled - (1 << 64) if doubled >= 1 << 63 else doubled
+
+
 # The byte leaving the window is rotated by the window size (48 ≡ 16 mod 32) on every
 # roll; precomputing that rotation keeps the inner loop to two lookups. Compiled, the
 # tables are native i64 vectors (librt), which mypyc indexes without boxing; interpreted,
@@ -73,9 +79,13 @@ def _rol32(value: i64, shift: i64) -> i64:
 # ``read_i64_le`` (one unaligned load in C, where ``data[i]`` costs a sign fix-up and a
 # range check per byte); interpreted, word reads and shifts cost more than byte indexing,
 # so the pure module takes the byte loop and never looks ``read_i64_le`` up.
+# ``_ENTER2``/``_LEAVE2`` hold each entry twice (both 32-bit halves) for the compiled word
+# loop of ``_scan_odd``; the pure module never reads them.
 if __file__.endswith(".py"):
     _ENTER: vec[i64] = BUZHASH_TABLE  # type: ignore[assignment]
     _LEAVE: vec[i64] = tuple(_rol32(v, WINDOW_SIZE) for v in BUZHASH_TABLE)  # type: ignore[assignment]
+    _ENTER2: vec[i64] = ()  # type: ignore[assignment]
+    _LEAVE2: vec[i64] = ()  # type: ignore[assignment]
     _WORDS = False
 else:  # pragma: no cover - only in the mypyc build
     _WORDS = True
@@ -84,6 +94,8 @@ else:  # pragma: no cover - only in the mypyc build
 
     _ENTER = vec[i64](BUZHASH_TABLE)
     _LEAVE = vec[i64]([_rol32(v, WINDOW_SIZE) for v in BUZHASH_TABLE])
+    _ENTER2 = vec[i64]([_dup32(v) for v in BUZHASH_TABLE])
+    _LEAVE2 = vec[i64]([_dup32(_rol32(v, WINDOW_SIZE)) for v in BUZHASH_TABLE])
 
 
 def buzhash(data: bytes, start: i64, length: i64) -> i64:
@@ -160,40 +172,56 @@ def _scan_odd(data: bytes, h: i64, i: i64, stop: i64, discriminator: i64) -> i64
     leaving and entering the window are read eight at a time as little-endian words when
     compiled; the pure module takes the byte loop, which is faster interpreted (so the
     compiled-versus-pure tests also compare the two loops).
+
+    The compiled word loop keeps the 32-bit hash twice, in both halves of a 64-bit word
+    (the tables ``_ENTER2``/``_LEAVE2`` likewise). A 32-bit rotate of ``h`` is then a plain
+    64-bit rotate, which ``(h << 1) | ((h >> 63) & 1)`` compiles to (one ``rol``), and
+    no ``& 0xFFFFFFFF`` is needed per byte: the low 32 bits of ``(h + 1) * inverse`` only
+    depend on the low 32 bits of ``h``. That shortens the chain each byte waits for from
+    shift, or, xor, mask to rotate, xor; the byte loop (the tail, and the pure module)
+    keeps the plain 32-bit form.
     """
     inverse: i64 = _inverse32(discriminator)
     quotient_max: i64 = _MASK32 // discriminator
     leave = _LEAVE
     enter = _ENTER
-    words: bool = _WORDS
-    while words and i + 8 <= stop:
-        old: i64 = read_i64_le(data, i - WINDOW_SIZE)
-        new: i64 = read_i64_le(data, i)
-        h = (((h << 1) | (h >> 31)) ^ (leave[old & 255] ^ enter[new & 255])) & _MASK32
-        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
-            return i + 1
-        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 8) & 255] ^ enter[(new >> 8) & 255])) & _MASK32
-        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
-            return i + 2
-        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 16) & 255] ^ enter[(new >> 16) & 255])) & _MASK32
-        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
-            return i + 3
-        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 24) & 255] ^ enter[(new >> 24) & 255])) & _MASK32
-        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
-            return i + 4
-        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 32) & 255] ^ enter[(new >> 32) & 255])) & _MASK32
-        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
-            return i + 5
-        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 40) & 255] ^ enter[(new >> 40) & 255])) & _MASK32
-        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
-            return i + 6
-        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 48) & 255] ^ enter[(new >> 48) & 255])) & _MASK32
-        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
-            return i + 7
-        h = (((h << 1) | (h >> 31)) ^ (leave[(old >> 56) & 255] ^ enter[(new >> 56) & 255])) & _MASK32
-        if ((h + 1) * inverse) & _MASK32 <= quotient_max and (h != _MASK32 or discriminator == 1):
-            return i + 8
-        i += 8
+    if _WORDS:
+        leave2 = _LEAVE2
+        enter2 = _ENTER2
+        # Never true; but with the lengths known, the C compiler proves every ``x & 255``
+        # in range and drops the bounds check (and negative-index fix-up) of each lookup.
+        if len(leave2) != 256 or len(enter2) != 256:
+            raise RuntimeError("chunker tables must have 256 entries")
+        h |= h << 32  # wraps into the sign bit in i64 arithmetic, as intended
+        while i + 8 <= stop:
+            old: i64 = read_i64_le(data, i - WINDOW_SIZE)
+            new: i64 = read_i64_le(data, i)
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[old & 255] ^ enter2[new & 255])
+            if ((h + 1) * inverse) & _MASK32 <= quotient_max and ((h & _MASK32) != _MASK32 or discriminator == 1):
+                return i + 1
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 8) & 255] ^ enter2[(new >> 8) & 255])
+            if ((h + 1) * inverse) & _MASK32 <= quotient_max and ((h & _MASK32) != _MASK32 or discriminator == 1):
+                return i + 2
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 16) & 255] ^ enter2[(new >> 16) & 255])
+            if ((h + 1) * inverse) & _MASK32 <= quotient_max and ((h & _MASK32) != _MASK32 or discriminator == 1):
+                return i + 3
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 24) & 255] ^ enter2[(new >> 24) & 255])
+            if ((h + 1) * inverse) & _MASK32 <= quotient_max and ((h & _MASK32) != _MASK32 or discriminator == 1):
+                return i + 4
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 32) & 255] ^ enter2[(new >> 32) & 255])
+            if ((h + 1) * inverse) & _MASK32 <= quotient_max and ((h & _MASK32) != _MASK32 or discriminator == 1):
+                return i + 5
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 40) & 255] ^ enter2[(new >> 40) & 255])
+            if ((h + 1) * inverse) & _MASK32 <= quotient_max and ((h & _MASK32) != _MASK32 or discriminator == 1):
+                return i + 6
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 48) & 255] ^ enter2[(new >> 48) & 255])
+            if ((h + 1) * inverse) & _MASK32 <= quotient_max and ((h & _MASK32) != _MASK32 or discriminator == 1):
+                return i + 7
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 56) & 255] ^ enter2[(new >> 56) & 255])
+            if ((h + 1) * inverse) & _MASK32 <= quotient_max and ((h & _MASK32) != _MASK32 or discriminator == 1):
+                return i + 8
+            i += 8
+        h &= _MASK32  # back to the 32-bit form for the byte loop
     while i < stop:
         h = (((h << 1) | (h >> 31)) ^ (leave[data[i - WINDOW_SIZE]] ^ enter[data[i]])) & _MASK32
         i += 1
