@@ -99,12 +99,17 @@ else:  # pragma: no cover - only in the mypyc build
 
 
 def buzhash(data: bytes, start: i64, length: i64) -> i64:
-    """``ca_chunker_start``: hash of ``data[start:start+length]`` from scratch."""
+    """``ca_chunker_start``: hash of ``data[start:start+length]`` from scratch.
+
+    casync XORs each byte's table entry rotated by its distance from the window's end;
+    rotating the running hash by one before each byte (Horner's scheme) gives the same
+    value without a rotate by a variable amount."""
     h: i64 = 0
     table = _ENTER
-    i: i64 = 0
-    while i < length:
-        h ^= _rol32(table[data[start + i]], length - 1 - i)
+    i: i64 = start
+    end: i64 = start + length
+    while i < end:
+        h = (((h << 1) | (h >> 31)) & _MASK32) ^ table[data[i]]
         i += 1
     return h
 
