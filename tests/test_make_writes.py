@@ -111,6 +111,68 @@ def test_store_chunk_that_cannot_be_written_is_a_store_error(tmp_path: Path) -> 
         store.store_chunk(chunk)
 
 
+@pytest.mark.compiled_pass_only
+def test_store_chunk_makes_the_directory_first_after_making_one(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a write had to make its prefix directory, the next one makes its directory
+    before opening the temp file (a new store: no failed open); a directory found there
+    already turns writes back to opening first. Every chunk lands either way."""
+    store = LocalStore(tmp_path / "s", create=True)
+    chunks = [_chunk(n) for n in range(100, 124)]
+    existing = {n for n in range(len(chunks)) if n % 5 in (2, 3)}
+    for n in existing:
+        (tmp_path / "s" / chunks[n].id.hex()[:4]).mkdir()
+    failed_opens: list[str] = []
+    real_open = os.open
+
+    def counting_open(path: str, *args: object, **kwargs: object) -> int:
+        try:
+            return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+        except FileNotFoundError:
+            failed_opens.append(path)
+            raise
+
+    monkeypatch.setattr(os, "open", counting_open)
+    for chunk in chunks:
+        store.store_chunk(chunk)
+    # a missing directory costs a failed open only first and after an existing one
+    expected = sum(1 for n in range(len(chunks))
+                   if n not in existing and (n == 0 or n - 1 in existing))
+    assert len(failed_opens) == expected
+    assert _chunk_files(tmp_path / "s") == {c.id.hex() for c in chunks}
+    for chunk in chunks:
+        assert store.chunk_path(chunk.id).stat().st_mode & 0o777 == 0o644
+        assert store.get_chunk(chunk.id, DIGEST).data() == chunk.data()
+    assert [p for p in (tmp_path / "s").rglob("*") if p.is_file() and not p.name.endswith(".cacnk")] == []
+
+
+@pytest.mark.compiled_pass_only
+def test_store_chunk_with_the_directory_made_first_survives_a_prune(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The prefix directory made before the open is removed by a concurrent prune before
+    the open: the write makes it again; a file where it belongs is still a StoreError."""
+    store = LocalStore(tmp_path / "s", create=True)
+    store.store_chunk(_chunk(200))  # made a directory: the next write makes its own first
+    real_mkdir = os.mkdir
+    removed: list[str] = []
+
+    def racing_mkdir(path: str, *args: object, **kwargs: object) -> None:
+        real_mkdir(path)
+        if not removed:
+            removed.append(path)
+            os.rmdir(path)
+
+    monkeypatch.setattr(os, "mkdir", racing_mkdir)
+    chunk = _chunk(201)
+    store.store_chunk(chunk)
+    assert removed
+    assert store.get_chunk(chunk.id, DIGEST).data() == chunk.data()
+    blocked = _chunk(202)
+    (tmp_path / "s" / blocked.id.hex()[:4]).write_bytes(b"")
+    with pytest.raises(StoreError, match=r"cannot write chunk [0-9a-f]+ to .*: Not a directory"):
+        store.store_chunk(blocked)
+
+
 # --- the chunk views the workers hash ---------------------------------------------------------
 
 @pytest.mark.parametrize("block", [1, 40_000, 1 << 20])

@@ -56,22 +56,32 @@ def _create_dir(path: Path, what: str) -> None:
         raise StoreError(f"cannot create {what} {path}: {exc.strerror}") from None
 
 
-def _create_temp_beside(directory: str) -> tuple[int, str]:
+def _create_temp_beside(directory: str, mkdir_first: bool) -> tuple[int, str, bool]:
     """A new temp file in a chunk's prefix directory, creating the directory when the open
-    says it is missing. Another writer's remove_chunk or prune may remove an empty prefix
-    directory between our mkdir and our open; then it is made again (once the temp file
-    exists the directory is not empty and stays). The name carries the pid and random bits;
-    O_EXCL makes a clash (another host on a shared store) pick another name, not share a file."""
+    says it is missing, or before the open with ``mkdir_first`` (the caller's guess that it
+    is missing); also whether this call created the directory. Another writer's
+    remove_chunk or prune may remove an empty prefix directory between our mkdir and our
+    open; then it is made again (once the temp file exists the directory is not empty and
+    stays). The name carries the pid and random bits; O_EXCL makes a clash (another host on
+    a shared store) pick another name, not share a file."""
+    created = False
+    if mkdir_first:
+        try:
+            os.mkdir(directory)
+            created = True
+        except FileExistsError:
+            pass
     attempts = 8
     for attempt in range(1, attempts + 1):
         tmp_name = f"{directory}/{TMP_CHUNK_PREFIX}{os.getpid():x}-{random.getrandbits(48):012x}"
         try:
-            return os.open(tmp_name, _TEMP_FLAGS, 0o600), tmp_name
+            return os.open(tmp_name, _TEMP_FLAGS, 0o600), tmp_name, created
         except FileNotFoundError:
             if attempt == attempts:
                 raise
             with contextlib.suppress(FileExistsError):
                 os.mkdir(directory)
+                created = True
         except FileExistsError:
             if attempt == attempts:
                 raise
@@ -98,6 +108,11 @@ class LocalStore:
         if not self.path.is_dir():
             raise StoreError(f"store {self.path} is not a directory")
         self._root = os.fspath(self.path)
+        # Whether the last chunk written needed its prefix directory created: then the next
+        # one most likely does too (a new or sparse store: 65536 prefixes), and making the
+        # directory before opening the temp file saves a failed open and its exception.
+        # Once a directory turns out to exist, writes go back to opening first.
+        self._dirs_missing = False
 
     def __str__(self) -> str:
         return str(self.path)
@@ -182,7 +197,8 @@ class LocalStore:
         target = f"{self._root}/{name}"
         payload = self.form.to_storage(chunk)
         try:
-            fd, tmp_name = _create_temp_beside(f"{self._root}/{name[:name.index('/')]}")
+            fd, tmp_name, self._dirs_missing = _create_temp_beside(
+                f"{self._root}/{name[:name.index('/')]}", self._dirs_missing)
             try:
                 try:
                     view = memoryview(payload)
