@@ -238,7 +238,9 @@ def _scan_odd(data: bytes, h: i64, i: i64, stop: i64, discriminator: i64) -> i64
 def _scan_even(data: bytes, h: i64, i: i64, stop: i64, discriminator: i64) -> i64:
     """``_scan_odd`` for ``d = 2**k * m`` with ``k > 0``: the low ``k`` bits of ``h + 1``
     must be zero and the rest a multiple of odd ``m``. Kept apart so the odd loop carries
-    no shift or mask test."""
+    no shift or mask test. Compiled, the same word loop with the doubled hash as
+    ``_scan_odd``'s; ``x & 0xFFFFFFFF`` before the shift keeps the upper copy out of the
+    quotient, and the low-bits test, which most bytes fail, comes first."""
     shift: i64 = 0
     odd: i64 = discriminator
     while odd & 1 == 0:
@@ -249,10 +251,62 @@ def _scan_even(data: bytes, h: i64, i: i64, stop: i64, discriminator: i64) -> i6
     quotient_max: i64 = _MASK32 // odd
     leave = _LEAVE
     enter = _ENTER
+    x: i64
+    if _WORDS:
+        leave2 = _LEAVE2
+        enter2 = _ENTER2
+        if len(leave2) != 256 or len(enter2) != 256:  # see _scan_odd
+            raise RuntimeError("chunker tables must have 256 entries")
+        h |= h << 32
+        while i + 8 <= stop:
+            old: i64 = read_i64_le(data, i - WINDOW_SIZE)
+            new: i64 = read_i64_le(data, i)
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[old & 255] ^ enter2[new & 255])
+            x = h + 1
+            if (x & low_bits == 0 and (((x & _MASK32) >> shift) * inverse) & _MASK32 <= quotient_max
+                    and (odd == 1 or (h & _MASK32) != _MASK32)):
+                return i + 1
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 8) & 255] ^ enter2[(new >> 8) & 255])
+            x = h + 1
+            if (x & low_bits == 0 and (((x & _MASK32) >> shift) * inverse) & _MASK32 <= quotient_max
+                    and (odd == 1 or (h & _MASK32) != _MASK32)):
+                return i + 2
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 16) & 255] ^ enter2[(new >> 16) & 255])
+            x = h + 1
+            if (x & low_bits == 0 and (((x & _MASK32) >> shift) * inverse) & _MASK32 <= quotient_max
+                    and (odd == 1 or (h & _MASK32) != _MASK32)):
+                return i + 3
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 24) & 255] ^ enter2[(new >> 24) & 255])
+            x = h + 1
+            if (x & low_bits == 0 and (((x & _MASK32) >> shift) * inverse) & _MASK32 <= quotient_max
+                    and (odd == 1 or (h & _MASK32) != _MASK32)):
+                return i + 4
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 32) & 255] ^ enter2[(new >> 32) & 255])
+            x = h + 1
+            if (x & low_bits == 0 and (((x & _MASK32) >> shift) * inverse) & _MASK32 <= quotient_max
+                    and (odd == 1 or (h & _MASK32) != _MASK32)):
+                return i + 5
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 40) & 255] ^ enter2[(new >> 40) & 255])
+            x = h + 1
+            if (x & low_bits == 0 and (((x & _MASK32) >> shift) * inverse) & _MASK32 <= quotient_max
+                    and (odd == 1 or (h & _MASK32) != _MASK32)):
+                return i + 6
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 48) & 255] ^ enter2[(new >> 48) & 255])
+            x = h + 1
+            if (x & low_bits == 0 and (((x & _MASK32) >> shift) * inverse) & _MASK32 <= quotient_max
+                    and (odd == 1 or (h & _MASK32) != _MASK32)):
+                return i + 7
+            h = ((h << 1) | ((h >> 63) & 1)) ^ (leave2[(old >> 56) & 255] ^ enter2[(new >> 56) & 255])
+            x = h + 1
+            if (x & low_bits == 0 and (((x & _MASK32) >> shift) * inverse) & _MASK32 <= quotient_max
+                    and (odd == 1 or (h & _MASK32) != _MASK32)):
+                return i + 8
+            i += 8
+        h &= _MASK32
     while i < stop:
         h = (((h << 1) | (h >> 31)) & _MASK32) ^ leave[data[i - WINDOW_SIZE]] ^ enter[data[i]]
         i += 1
-        x: i64 = h + 1
+        x = h + 1
         # x == 2**32 (h all ones) is a multiple of d only for d = 2**k, where odd == 1.
         if (x & low_bits == 0 and ((x >> shift) * inverse) & _MASK32 <= quotient_max
                 and (odd == 1 or x != 0x100000000)):
