@@ -96,7 +96,9 @@ class AppendSlice(argparse.Action):
                  values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
         items = list(getattr(namespace, self.dest, None) or [])
         text = values if isinstance(values, str) else ""
-        if text:
+        if text and not any(ch in text for ch in '"\r\n'):
+            items.extend(text.split(","))  # what the csv reader makes of it, without loading csv
+        elif text:
             import csv
 
             items.extend(next(csv.reader([text])))
