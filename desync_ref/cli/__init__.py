@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from desync_ref import __version__, kernels
 from desync_ref.cli.usage import Terminated, UsageError
@@ -76,6 +76,16 @@ def version_text() -> str:
     return f"{PROG} {__version__} ({kernels.backend()})"
 
 
+class _Version(argparse._VersionAction):
+    """``--version``, its text made when asked for: naming the kernels' backend loads them,
+    which a run that does not use them (cat, verify, ...) need not pay for."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        self.version = version_text()
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments raise UsageError, so they too end as one line on stderr."""
 
@@ -117,7 +127,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     from desync_ref.cli.common import add_global_options
 
     parser = _Parser(prog=PROG, description="casync/desync reference tool")
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=_Version)
     add_global_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
