@@ -103,3 +103,16 @@ def test_small_make_and_extract_start_no_worker_processes(tmp_path: Path) -> Non
     for name in ("multiprocessing", "concurrent.futures.process", "desync_ref.formats.records",
                  "desync_ref.formats.catar", "desync_ref.server", "http.client", "csv", "json"):
         assert name not in modules, name
+
+
+def test_exclude_patterns_need_no_child_process() -> None:
+    """fs/exclude.py reaches glibc's fnmatch without ``ctypes.util.find_library`` (which
+    runs ldconfig in a child process, at every start when it was done at import)."""
+    _, out = _loaded_after(
+        "import subprocess\n"
+        "def refuse(*args, **kwargs):\n    raise AssertionError(f'child process {args!r}')\n"
+        "subprocess.Popen = refuse\n"
+        "from desync_ref.fs.exclude import fnmatch\n"
+        "print(fnmatch(b'*.o', b'a.o'), fnmatch(b'*', b'.hidden'), fnmatch(b'[[:digit:]]x', b'7x'),"
+        " fnmatch(b'a\\\\*', b'a*'), fnmatch(b'a\\\\*', b'ab'))\n")
+    assert out == "True False True True False"
