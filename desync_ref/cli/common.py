@@ -68,7 +68,7 @@ def add_remote_options(parser: argparse.ArgumentParser) -> None:
 
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)"  # compiled (and cached) by re on use
 
 
 def parse_duration(text: str) -> float:
@@ -79,7 +79,7 @@ def parse_duration(text: str) -> float:
         pass
     pos, total = 0, 0.0
     while pos < len(text):
-        match = _DURATION_PART.match(text, pos)
+        match = re.compile(_DURATION_PART).match(text, pos)
         if match is None:
             raise argparse.ArgumentTypeError(f"invalid duration '{text}'")
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
