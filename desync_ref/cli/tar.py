@@ -66,7 +66,6 @@ def run(args: argparse.Namespace) -> int:
     if args.store and not args.index:
         raise UsageError("-s is only used with -i")
     # Imported here: parsing the command line does not load the catar writer and the stores.
-    from desync_ref.formats.tarstream import write_catar_from_tar
     from desync_ref.fs.atomic import atomic_output
     from desync_ref.operations.files import STDIO, write_index_file
     from desync_ref.operations.tar import archive_flags, index_stream, write_catar
@@ -79,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
 
     def produce(write: Callable[[bytes], object]) -> None:
         if args.input_format == "tar":
+            from desync_ref.formats.tarstream import write_catar_from_tar  # loads tarfile
+
             source = sys.stdin.buffer if args.source == STDIO else None
             write_catar_from_tar(args.source, write, flags, stream=source,
                                  no_time=args.no_time, add_root=args.tar_add_root)
