@@ -116,3 +116,21 @@ def test_exclude_patterns_need_no_child_process() -> None:
         "print(fnmatch(b'*.o', b'a.o'), fnmatch(b'*', b'.hidden'), fnmatch(b'[[:digit:]]x', b'7x'),"
         " fnmatch(b'a\\\\*', b'a*'), fnmatch(b'a\\\\*', b'ab'))\n")
     assert out == "True False True True False"
+
+
+def test_tar_of_a_directory_loads_no_tar_reader(tmp_path: Path) -> None:
+    """tar of a directory and untar of its catar: the tar-stream reader (tarfile) and
+    multiprocessing stay unloaded, and the tree comes back."""
+    tree = tmp_path / "tree"
+    (tree / "sub").mkdir(parents=True)
+    (tree / "a").write_bytes(b"hello\n")
+    (tree / "sub" / "b").write_bytes(os.urandom(20_000))
+    modules, _ = _loaded_after(
+        "from desync_ref.cli import main\n"
+        "assert main(['tar', 't.catar', 'tree']) == 0\n"
+        "assert main(['untar', 't.catar', 'back']) == 0\n",
+        cwd=tmp_path)
+    assert (tmp_path / "back" / "a").read_bytes() == b"hello\n"
+    assert (tmp_path / "back" / "sub" / "b").read_bytes() == (tree / "sub" / "b").read_bytes()
+    for name in ("tarfile", "multiprocessing", "desync_ref.formats.tarstream", "desync_ref.server"):
+        assert name not in modules, name
