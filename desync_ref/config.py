@@ -13,9 +13,7 @@ refused rather than ignored, so that a typo does not silently do nothing.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -91,6 +89,8 @@ class Config:
                      key: {k: entry[k] for k in OCI_CREDENTIAL_KEYS if entry.get(k)}
                      for key, entry in self.oci_credentials.items()}),
                  "store-options": options}
+        import json
+
         return json.dumps(value, indent=2, ensure_ascii=False)
 
     def options_for(self, location: str) -> dict[str, Any]:
@@ -167,6 +167,8 @@ def load_config(path: str | os.PathLike[str] | None) -> Config:
         return Config(file)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {file}: {exc.strerror}") from None
+    import json  # here: most runs find no config file and never parse one
+
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -206,6 +208,8 @@ def write_config(config: Config) -> None:
     The new content goes to a fresh temp file beside the target, made with O_EXCL (so no
     stale file or symlink of that name is reused, and the mode is 0600 from the start) and
     renamed over the target; on any error it is removed."""
+    import tempfile
+
     target = config.path
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)

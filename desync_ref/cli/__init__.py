@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
-from types import FrameType
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from desync_ref import __version__, kernels
 from desync_ref.cli.usage import Terminated, UsageError
@@ -28,6 +26,9 @@ from desync_ref.errors import (
     ServerSetupError,
     UnsupportedEntry,
 )
+
+if TYPE_CHECKING:
+    from types import FrameType
 
 PROG = "desync-ref"
 # Command name → module. Only the module of the command being run is imported, so a run
@@ -75,6 +76,16 @@ def version_text() -> str:
     return f"{PROG} {__version__} ({kernels.backend()})"
 
 
+class _Version(argparse._VersionAction):
+    """``--version``, its text made when asked for: naming the kernels' backend loads them,
+    which a run that does not use them (cat, verify, ...) need not pay for."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        self.version = version_text()
+        super().__call__(parser, namespace, values, option_string)
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments raise UsageError, so they too end as one line on stderr."""
 
@@ -94,18 +105,42 @@ def _command_in(argv: Sequence[str]) -> str | None:
     return None
 
 
+def _version_first(argv: Sequence[str]) -> bool:
+    """Whether argparse meets ``--version`` (or an abbreviation only it has) before a command
+    word and before any ``-h``/``--help``: then it prints the version and exits, and the
+    commands' parsers would never be used. Anything unusual answers False (build them all)."""
+    words = iter(argv)
+    for word in words:
+        if word in _GLOBAL_WITH_VALUE:
+            next(words, None)
+        elif word.startswith("-h") or (len(word) >= 3 and "--help".startswith(word)):
+            return False
+        elif len(word) >= len("--vers") and "--version".startswith(word):
+            return True
+        elif word == "--" or not word.startswith("--"):
+            return False
+    return False
+
+
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     # Imported here, not at the top: importing the cli package (cli.usage) stays cheap.
     from desync_ref.cli.common import add_global_options
 
     parser = _Parser(prog=PROG, description="casync/desync reference tool")
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=_Version)
     add_global_options(parser, top_level=True)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     subparsers.required = True
-    wanted = _command_in(sys.argv[1:] if argv is None else argv)
-    # Help, or an unknown command whose error lists the choices, needs every command.
-    names = [wanted] if wanted in COMMANDS else list(COMMANDS)
+    words = sys.argv[1:] if argv is None else argv
+    wanted = _command_in(words)
+    # Help, or an unknown command whose error lists the choices, needs every command;
+    # ``--version`` needs none (argparse prints it and exits as soon as it meets the flag).
+    if _version_first(words):
+        names = []
+    elif wanted in COMMANDS:
+        names = [wanted]
+    else:
+        names = list(COMMANDS)
     for name in names:
         importlib.import_module(f"desync_ref.cli.{COMMANDS[name]}").register(subparsers)
     return parser
@@ -130,6 +165,8 @@ def setup_logging(verbose: bool) -> None:
     """``--verbose``: the library's log records (loggers under ``desync_ref``), one line each
     on stderr (desync turns its logrus logger on at debug level the same way, ``setVerbose``
     in ``cmd/desync/config.go``). Without it nothing is logged: stderr stays as it was."""
+    import logging  # here, not at the top: --version and --help end before it is needed
+
     logger = logging.getLogger("desync_ref")
     for old in list(logger.handlers):  # main() may run more than once in one process
         logger.removeHandler(old)

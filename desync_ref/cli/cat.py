@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from desync_ref.cli.common import (
     AppendSlice,
@@ -21,10 +21,10 @@ from desync_ref.cli.common import (
     workers,
 )
 from desync_ref.cli.usage import UsageError
-from desync_ref.formats.index import Index
-from desync_ref.fs.atomic import stream_output
-from desync_ref.operations.cat import byte_range, iter_range
-from desync_ref.stores import Store
+
+if TYPE_CHECKING:
+    from desync_ref.formats.index import Index
+    from desync_ref.stores import Store
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _write(out: BinaryIO, index: Index, store: Store, start: int, end: int, n: int) -> None:
+    from desync_ref.operations.cat import iter_range
+
     for piece in iter_range(index, store, start, end, workers=n):
         out.write(piece)
     out.flush()
@@ -50,6 +52,10 @@ def _write(out: BinaryIO, index: Index, store: Store, start: int, end: int, n: i
 def run(args: argparse.Namespace) -> int:
     if not args.store:
         raise UsageError("no store provided")
+    # Imported here: parsing the command line does not load what reading needs.
+    from desync_ref.fs.atomic import stream_output
+    from desync_ref.operations.cat import byte_range
+
     index = load_index(args, args.index)
     start, end = byte_range(index, args.offset, args.length)
     store = source_store(args, index)

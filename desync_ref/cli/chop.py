@@ -15,10 +15,6 @@ from desync_ref.cli.common import (
     workers,
 )
 from desync_ref.cli.usage import UsageError
-from desync_ref.operations.chop import chop
-from desync_ref.operations.chunk_ids import read_chunk_id_file
-from desync_ref.progress import progress
-from desync_ref.stores.location import open_writable
 
 
 def add_ignore_options(parser: argparse.ArgumentParser) -> None:
@@ -30,6 +26,8 @@ def add_ignore_options(parser: argparse.ArgumentParser) -> None:
 
 def ignored_ids(args: argparse.Namespace) -> set[bytes]:
     """The ids of every ``--ignore`` index and ``--ignore-chunks`` file."""
+    from desync_ref.operations.chunk_ids import read_chunk_id_file
+
     ids: set[bytes] = set()
     for location in args.ignore:
         ids.update(chunk.id for chunk in load_index(args, location).chunks)
@@ -51,6 +49,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     if not args.store:
         raise UsageError("no target store provided")
+    # Imported here: parsing the command line does not load what chopping needs.
+    from desync_ref.operations.chop import chop
+    from desync_ref.progress import progress
+    from desync_ref.stores.location import open_writable
+
     store = open_writable(args.store, store_options(args), create=False)
     try:
         index = load_index(args, args.index)

@@ -3,25 +3,23 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from desync_ref.chunking import DEFAULT_CHUNK_SIZES, ChunkSizes
-from desync_ref.cli.chunk_size import casync_chunk_sizes
 from desync_ref.cli.usage import UsageError
-from desync_ref.config import Config, apply_entry, load_config
 from desync_ref.errors import InvalidParameter
-from desync_ref.formats.chunk import DIGEST_SHA512_256, DIGESTS, Digest, digest_function
-from desync_ref.formats.index import Index
-from desync_ref.operations.files import read_index
-from desync_ref.stores import Store
-from desync_ref.stores.location import StoreOptions, open_chain
-from desync_ref.stores.registry import backend_for
+from desync_ref.formats.constants import DIGEST_SHA512_256, DIGESTS
+
+# What a command runs with (config, stores, formats) is imported by the functions that use
+# it, not here: building the parser of one command stays cheap (tests/test_startup.py).
+if TYPE_CHECKING:
+    from desync_ref.chunking import ChunkSizes
+    from desync_ref.config import Config
+    from desync_ref.formats.index import Index
+    from desync_ref.stores import Store
+    from desync_ref.stores.options import StoreOptions
 
 DEFAULT_CONCURRENCY = 10
 
@@ -70,7 +68,7 @@ def add_remote_options(parser: argparse.ArgumentParser) -> None:
 
 
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_DURATION_PART = r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)"  # compiled (and cached) by re on use
 
 
 def parse_duration(text: str) -> float:
@@ -81,7 +79,7 @@ def parse_duration(text: str) -> float:
         pass
     pos, total = 0, 0.0
     while pos < len(text):
-        match = _DURATION_PART.match(text, pos)
+        match = re.compile(_DURATION_PART).match(text, pos)
         if match is None:
             raise argparse.ArgumentTypeError(f"invalid duration '{text}'")
         total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
@@ -98,13 +96,19 @@ class AppendSlice(argparse.Action):
                  values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
         items = list(getattr(namespace, self.dest, None) or [])
         text = values if isinstance(values, str) else ""
-        if text:
+        if text and not any(ch in text for ch in '"\r\n'):
+            items.extend(text.split(","))  # what the csv reader makes of it, without loading csv
+        elif text:
+            import csv
+
             items.extend(next(csv.reader([text])))
         setattr(namespace, self.dest, items)
 
 
 def print_json(value: object, out: TextIO) -> None:
     """desync's ``printJSON`` (``cmd/desync/main.go``): two-space indent, then a newline."""
+    import json
+
     out.write(json.dumps(value, indent=2))
     out.write("\n")
 
@@ -113,6 +117,9 @@ def parse_chunk_sizes(text: str) -> ChunkSizes:
     """desync's ``-m min:avg:max`` in KiB (``cmd/desync/make.go``, ``parseChunkSizeParam``),
     else casync's ``--chunk-size=`` syntax in bytes (``cli/chunk_size.py``); sizes the chunker
     refuses are a usage error of the flag, with the chunker's message."""
+    from desync_ref.chunking import ChunkSizes
+    from desync_ref.cli.chunk_size import casync_chunk_sizes
+
     parts = text.split(":")
     try:
         values = [int(p) * 1024 for p in parts] if len(parts) == 3 else None
@@ -130,6 +137,8 @@ def parse_chunk_sizes(text: str) -> ChunkSizes:
 
 
 def add_chunk_size_option(parser: argparse.ArgumentParser) -> None:
+    from desync_ref.chunking import DEFAULT_CHUNK_SIZES
+
     parser.add_argument("-m", "--chunk-size", type=parse_chunk_sizes,
                         default=DEFAULT_CHUNK_SIZES,
                         help="min:avg:max chunk size in kb, or casync's AVG or MIN:AVG:MAX "
@@ -149,6 +158,8 @@ def command_config(args: argparse.Namespace) -> Config:
     """The config file of this run (``--config`` or desync's default path), loaded once."""
     config: Config | None = getattr(args, "loaded_config", None)
     if config is None:
+        from desync_ref.config import load_config
+
         config = load_config(getattr(args, "config", None))
         args.loaded_config = config
     return config
@@ -156,6 +167,8 @@ def command_config(args: argparse.Namespace) -> Config:
 
 def _flags_over(options: StoreOptions, args: argparse.Namespace) -> StoreOptions:
     """desync ``cmdStoreOptions.MergedWith``: flags given on the command line win."""
+    from dataclasses import replace
+
     changes: dict[str, Any] = {"cache_repair": getattr(args, "cache_repair", True)}
     n = getattr(args, "concurrency", None)
     changes["n"] = n if n is not None else DEFAULT_CONCURRENCY
@@ -170,6 +183,11 @@ def _flags_over(options: StoreOptions, args: argparse.Namespace) -> StoreOptions
 
 
 def store_options(args: argparse.Namespace) -> StoreOptions:
+    from dataclasses import replace
+
+    from desync_ref.config import apply_entry
+    from desync_ref.stores.options import StoreOptions
+
     if (getattr(args, "client_cert", None) is None) != (getattr(args, "client_key", None) is None):
         raise UsageError("--client-key and --client-cert options need to be provided together")
     config = command_config(args)
@@ -195,13 +213,18 @@ def make_digest(args: argparse.Namespace) -> str:
 
 
 def load_index(args: argparse.Namespace, location: str) -> Index:
+    from desync_ref.operations.files import read_index
+
     return read_index(location, requested_digest(args), store_options(args))
 
 
 def source_store(args: argparse.Namespace, index: Index) -> Store:
     if not args.store:
         raise UsageError("no store given (use -s)")
-    digest: Digest = digest_function(index.digest)
+    from desync_ref.formats.chunk import digest_function
+    from desync_ref.stores.location import open_chain
+
+    digest = digest_function(index.digest)
     return open_chain(args.store or [], getattr(args, "cache", None), digest, store_options(args))
 
 
@@ -214,6 +237,8 @@ def workers(args: argparse.Namespace) -> int:
     n: int | None = getattr(args, "concurrency", None)
     cores = os.cpu_count() or 1
     if n is None:
+        from desync_ref.stores.registry import backend_for
+
         stores = getattr(args, "store", None) or []
         locations = [*([stores] if isinstance(stores, str) else stores), getattr(args, "cache", None) or ""]
         remote = any("|" in loc or (bool(loc) and backend_for(loc).remote) for loc in locations)

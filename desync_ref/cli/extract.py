@@ -25,9 +25,6 @@ from desync_ref.cli.common import (
 )
 from desync_ref.cli.seed_options import add_seed_options, seed_specs
 from desync_ref.cli.usage import UsageError
-from desync_ref.operations.extract import InvalidSeedAction, extract
-from desync_ref.operations.seeds import open_seeds
-from desync_ref.progress import progress
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,6 +50,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: parsing the command line does not load what extracting needs.
+    from desync_ref.operations.extract import InvalidSeedAction, extract
+    from desync_ref.operations.seeds import open_seeds
+    from desync_ref.progress import progress
+
     if args.index == args.output:
         raise UsageError("input and output filenames match")
     if args.skip_invalid_seeds and args.regenerate_invalid_seeds:

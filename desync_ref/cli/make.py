@@ -19,10 +19,6 @@ from desync_ref.cli.common import (
     store_options,
 )
 from desync_ref.errors import DesyncRefError
-from desync_ref.operations.files import write_index_file
-from desync_ref.operations.make import make_index
-from desync_ref.progress import progress
-from desync_ref.stores.location import open_writable
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,6 +34,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
+    # Imported here: parsing the command line does not load what chunking needs.
+    from desync_ref.operations.files import write_index_file
+    from desync_ref.operations.make import make_index
+    from desync_ref.progress import progress
+    from desync_ref.stores.location import open_writable
+
     options = store_options(args)
     store = open_writable(args.store, options) if args.store else None
     try:

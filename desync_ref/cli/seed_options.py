@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import TYPE_CHECKING
 
 from desync_ref.cli.common import AppendSlice
 from desync_ref.cli.usage import UsageError
-from desync_ref.operations.seeds import INDEX_SUFFIX, SeedSpec, seed_dir_specs
+
+if TYPE_CHECKING:  # the seeds code is imported when a run reads the seeds, not to parse
+    from desync_ref.operations.seeds import SeedSpec
 
 SEED_HELP = (
     "seed: an index (its data is the index path without .caibx, or give it as INDEX:DATA), "
@@ -28,6 +31,8 @@ def add_seed_options(parser: argparse.ArgumentParser, seed_help: str = SEED_HELP
 def seed_spec(text: str) -> SeedSpec:
     """desync's ``readSeeds``: ``INDEX.caibx`` (data beside it) or ``INDEX:DATA[:options]``;
     beyond desync, any other existing file is a plain seed, chunked on the fly."""
+    from desync_ref.operations.seeds import INDEX_SUFFIX, SeedSpec
+
     if text.endswith(INDEX_SUFFIX):
         return SeedSpec(text, text[:-len(INDEX_SUFFIX)])
     parts = text.split(":")
@@ -40,6 +45,8 @@ def seed_spec(text: str) -> SeedSpec:
 
 def seed_specs(args: argparse.Namespace, target_index: str) -> list[SeedSpec]:
     """The seeds named by ``--seed`` and found in each ``--seed-dir``, in that order."""
+    from desync_ref.operations.seeds import seed_dir_specs
+
     specs = [seed_spec(text) for text in args.seed]
     for directory in args.seed_dir:
         specs.extend(seed_dir_specs(directory, target_index))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterable
 
@@ -19,12 +18,6 @@ from desync_ref.cli.common import (
 )
 from desync_ref.cli.usage import UsageError
 from desync_ref.formats.constants import FEATURE_FLAG_NAMES
-from desync_ref.formats.tarstream import write_catar_from_tar
-from desync_ref.fs.atomic import atomic_output
-from desync_ref.operations.files import STDIO, write_index_file
-from desync_ref.operations.tar import archive_flags, index_stream, write_catar
-from desync_ref.progress import progress
-from desync_ref.stores.location import open_write_store
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,12 +65,21 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("-i requires a store (-s <location>)")
     if args.store and not args.index:
         raise UsageError("-s is only used with -i")
+    # Imported here: parsing the command line does not load the catar writer and the stores.
+    from desync_ref.fs.atomic import atomic_output
+    from desync_ref.operations.files import STDIO, write_index_file
+    from desync_ref.operations.tar import archive_flags, index_stream, write_catar
+    from desync_ref.progress import progress
+    from desync_ref.stores.location import open_write_store
+
     with_bits = parse_flag_names(args.with_flags)
     flags = archive_flags(with_bits, parse_flag_names(args.without_flags),
                           digest=make_digest(args), one_file_system=args.one_file_system)
 
     def produce(write: Callable[[bytes], object]) -> None:
         if args.input_format == "tar":
+            from desync_ref.formats.tarstream import write_catar_from_tar  # loads tarfile
+
             source = sys.stdin.buffer if args.source == STDIO else None
             write_catar_from_tar(args.source, write, flags, stream=source,
                                  no_time=args.no_time, add_root=args.tar_add_root)
@@ -99,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         store.close()
     if args.print_stats:
+        import json
+
         json.dump({"chunks-produced": stats.chunks, "chunks-unique": stats.unique,
                    "chunks-stored": stats.stored, "size": stats.bytes}, sys.stderr, indent=2)
         sys.stderr.write("\n")

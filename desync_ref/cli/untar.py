@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
+from typing import TYPE_CHECKING
 
 from desync_ref.cli.common import (
     AppendSlice,
@@ -21,11 +21,9 @@ from desync_ref.cli.common import (
     workers,
 )
 from desync_ref.cli.usage import UsageError
-from desync_ref.formats.gnutar import GnuTarSink
-from desync_ref.fs.atomic import atomic_output
-from desync_ref.fs.write import DiskSink
-from desync_ref.operations.untar import Sink, walk_file, walk_index
-from desync_ref.progress import progress
+
+if TYPE_CHECKING:
+    from desync_ref.operations.untar import Sink
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def _untar(args: argparse.Namespace, sink: Sink) -> None:
+    from desync_ref.operations.untar import walk_file, walk_index
+    from desync_ref.progress import progress
+
     if not args.index:
         walk_file(args.archive, sink, progress=progress)
         return
@@ -64,6 +65,11 @@ def _untar(args: argparse.Namespace, sink: Sink) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.index and not args.store:
         raise UsageError("-i requires at least one store (-s <location>)")
+    # Imported here: parsing the command line does not load the catar reader and writers.
+    from desync_ref.formats.gnutar import GnuTarSink
+    from desync_ref.fs.atomic import atomic_output
+    from desync_ref.fs.write import DiskSink
+
     if args.output_format == "gnu-tar":
         if args.target == "-":
             _untar(args, GnuTarSink(sys.stdout.buffer))
@@ -82,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
                               punch_holes=args.punch_holes))
     except BaseException:
         if created:
+            import shutil
+
             shutil.rmtree(args.target, ignore_errors=True)
         raise
     return 0

@@ -19,10 +19,6 @@ from desync_ref.cli.common import (
     workers,
 )
 from desync_ref.cli.usage import UsageError
-from desync_ref.formats.chunk import digest_function
-from desync_ref.operations.verify import verify_store
-from desync_ref.progress import progress
-from desync_ref.stores.location import open_write_store
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -43,6 +39,12 @@ def _report(line: str) -> None:
 def run(args: argparse.Namespace) -> int:
     if not args.store:
         raise UsageError("no store provided")
+    # Imported here: parsing the command line does not load what verifying needs.
+    from desync_ref.formats.chunk import digest_function
+    from desync_ref.operations.verify import verify_store
+    from desync_ref.progress import progress
+    from desync_ref.stores.location import open_write_store
+
     # The store's config entry decides which chunk files are its own (desync runVerify
     # passes GetStoreOptionsFor(store)): an encrypted store's are named by its key.
     store = open_write_store(args.store, store_options(args), create=False)

@@ -27,11 +27,17 @@ from typing import Final
 import zstandard
 
 from desync_ref.errors import ChunkInvalid, InvalidParameter
+
+# The digest names are defined in formats/constants.py (the CLI offers them without loading
+# this module) and re-exported here, beside the digests themselves.
 from desync_ref.formats.constants import (
     CA_CHUNK_ID_SIZE,
     CA_CHUNK_SIZE_LIMIT_MAX,
     CA_FORMAT_SHA512_256,
 )
+from desync_ref.formats.constants import DIGEST_SHA256 as DIGEST_SHA256
+from desync_ref.formats.constants import DIGEST_SHA512_256 as DIGEST_SHA512_256
+from desync_ref.formats.constants import DIGESTS as DIGESTS
 
 COMPRESSED_CHUNK_SUFFIX: Final = ".cacnk"
 # desync's extension for uncompressed chunks in a store (desync const.go, "UncompressedChunkExt").
@@ -49,10 +55,6 @@ _HEX_DIGITS: Final = frozenset(string.hexdigits)
 # (castore.c, ca_store_put; the random number printed with %PRIx64).
 TMP_CHUNK_PREFIX: Final = ".tmp-cacnk"
 CASYNC_TMP_NAME: Final = re.compile(rf"[0-9a-f]{{{CHUNK_ID_HEX_DIGITS}}}\.[0-9a-f]{{1,16}}\.tmp")
-
-DIGEST_SHA512_256: Final = "sha512-256"
-DIGEST_SHA256: Final = "sha256"
-DIGESTS: Final = (DIGEST_SHA512_256, DIGEST_SHA256)
 
 Digest = Callable[[bytes], bytes]
 

@@ -305,3 +305,10 @@ def feature_flags_normalize(flags: int) -> int:
 
 # Either width of numeric owners: an archive that stores uid/gid at all.
 CA_FORMAT_WITH_UIDS: Final = CA_FORMAT_WITH_16BIT_UIDS | CA_FORMAT_WITH_32BIT_UIDS
+
+# The digest names a chunk id can be made with (casync ``--digest=``, desync ``--digest``;
+# the index says which with CA_FORMAT_SHA512_256). Here rather than in formats/chunk.py so
+# the command line can offer them without loading the hash and zstd libraries.
+DIGEST_SHA512_256: Final = "sha512-256"
+DIGEST_SHA256: Final = "sha256"
+DIGESTS: Final = (DIGEST_SHA512_256, DIGEST_SHA256)

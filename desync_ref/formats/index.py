@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO, Final
+from typing import TYPE_CHECKING, BinaryIO, Final
 
 from desync_ref.errors import InvalidFormat
 from desync_ref.formats.chunk import digest_from_flags
@@ -25,7 +25,11 @@ from desync_ref.formats.constants import (
     UINT64_MAX,
     feature_flags_are_normalized,
 )
-from desync_ref.formats.records import FLAGS, ID, MAGIC, Damage, Field, Record, u64_fields
+
+# The dump's records (formats/records.py) are loaded only when damage is found or a dump
+# asks for them: reading a valid index never needs them.
+if TYPE_CHECKING:
+    from desync_ref.formats.records import Damage, Record
 
 INDEX_HEADER_SIZE: Final = 48  # sizeof(CaFormatIndex)
 TABLE_HEADER_SIZE: Final = 16  # offsetof(CaFormatTable, items)
@@ -95,22 +99,28 @@ def write_index(index: Index, out: BinaryIO) -> None:
         out.write(part)
 
 
+def _damage(offset: int, message: str, expected: str = "", found: str = "") -> Damage:
+    from desync_ref.formats.records import Damage
+
+    return Damage(offset, message, expected, found)
+
+
 def _header_damage(data: bytes) -> Damage | None:
     """The INDEX object's checks, in casync's order (``ca_index_read_head``)."""
     size, kind, flags, cmin, cavg, cmax = _INDEX_HEADER.unpack_from(data, 0)
     if size != INDEX_HEADER_SIZE or kind != CA_FORMAT_INDEX:
         at, want, got = ((0, str(INDEX_HEADER_SIZE), str(size)) if size != INDEX_HEADER_SIZE
                          else (8, f"0x{CA_FORMAT_INDEX:016x}", f"0x{kind:016x}"))
-        return Damage(at, "not a casync index (bad index header magic)", want, got)
+        return _damage(at, "not a casync index (bad index header magic)", want, got)
     if not feature_flags_are_normalized(flags):
-        return Damage(16, f"index has unknown or unnormalized feature flags 0x{flags:016x}",
+        return _damage(16, f"index has unknown or unnormalized feature flags 0x{flags:016x}",
                       "known, normalized feature flags", f"0x{flags:016x}")
     for at, name, value in ((24, "min", cmin), (32, "avg", cavg), (40, "max", cmax)):
         if not CA_CHUNK_SIZE_LIMIT_MIN <= value <= CA_CHUNK_SIZE_LIMIT_MAX:
-            return Damage(at, f"index chunk size {name} {value} is out of range",
+            return _damage(at, f"index chunk size {name} {value} is out of range",
                           f"{CA_CHUNK_SIZE_LIMIT_MIN}..{CA_CHUNK_SIZE_LIMIT_MAX}", str(value))
     if not cmin <= cavg <= cmax:
-        return Damage(24, f"index chunk sizes {cmin}:{cavg}:{cmax} are not ordered",
+        return _damage(24, f"index chunk sizes {cmin}:{cavg}:{cmax} are not ordered",
                       "min <= avg <= max", f"{cmin}:{cavg}:{cmax}")
     return None
 
@@ -118,10 +128,10 @@ def _header_damage(data: bytes) -> Damage | None:
 def _table_header_damage(data: bytes) -> Damage | None:
     table_size, table_kind = _TABLE_HEADER.unpack_from(data, INDEX_HEADER_SIZE)
     if table_size != UINT64_MAX:
-        return Damage(INDEX_HEADER_SIZE, "index has a bad table header", f"0x{UINT64_MAX:x}",
+        return _damage(INDEX_HEADER_SIZE, "index has a bad table header", f"0x{UINT64_MAX:x}",
                       f"0x{table_size:x}")
     if table_kind != CA_FORMAT_TABLE:
-        return Damage(INDEX_HEADER_SIZE + 8, "index has a bad table header",
+        return _damage(INDEX_HEADER_SIZE + 8, "index has a bad table header",
                       f"0x{CA_FORMAT_TABLE:016x}", f"0x{table_kind:016x}")
     return None
 
@@ -132,7 +142,7 @@ def _size_damage(data: bytes) -> Damage | None:
     if not body % TABLE_ITEM_SIZE:
         return None
     at = INDEX_HEADER_SIZE + TABLE_HEADER_SIZE + body // TABLE_ITEM_SIZE * TABLE_ITEM_SIZE
-    return Damage(at, f"index size {len(data)} does not fit header, whole table items and tail "
+    return _damage(at, f"index size {len(data)} does not fit header, whole table items and tail "
                       "(truncated or trailing bytes)",
                   f"a {TABLE_TAIL_SIZE}-byte table tail", f"{len(data) - at} bytes")
 
@@ -146,17 +156,17 @@ def _tail_damage(data: bytes, count: int, at: int | None = None) -> Damage | Non
                                 (8, 0, zero2), (16, INDEX_HEADER_SIZE, index_offset),
                                 (24, expected_table, tail_size)):
         if want != got:
-            return Damage(at + field_at, "index has a bad table tail (truncated or trailing bytes?)",
+            return _damage(at + field_at, "index has a bad table tail (truncated or trailing bytes?)",
                           f"0x{want:x}", f"0x{got:x}")
     return None
 
 
 def _item_damage(n: int, at: int, start: int, end: int, cmax: int) -> Damage | None:
     if end <= start:
-        return Damage(at, f"index table item {n}: offset {end} is not increasing",
+        return _damage(at, f"index table item {n}: offset {end} is not increasing",
                       f"an end offset above {start}", str(end))
     if end - start > cmax:
-        return Damage(at, f"index table item {n}: chunk of {end - start} bytes exceeds max {cmax}",
+        return _damage(at, f"index table item {n}: chunk of {end - start} bytes exceeds max {cmax}",
                       f"at most {cmax} bytes", f"{end - start} bytes")
     return None
 
@@ -190,8 +200,10 @@ def scan_index(data: bytes) -> Iterator[Record | Damage]:
     each checked as :func:`parse_index` checks it, damage handed out as a value. A header
     that is not an index's, or bytes that end short of the next record, end the scan; a
     bad value is reported and the scan goes on."""
+    from desync_ref.formats.records import FLAGS, ID, MAGIC, Field, Record, u64_fields
+
     if len(data) < INDEX_HEADER_SIZE:
-        yield Damage(len(data), f"index is truncated ({len(data)} bytes, at least {_FIXED} needed)",
+        yield _damage(len(data), f"index is truncated ({len(data)} bytes, at least {_FIXED} needed)",
                      f"a {INDEX_HEADER_SIZE}-byte INDEX object", f"{len(data)} bytes")
         return
     yield Record(0, INDEX_HEADER_SIZE, "INDEX", u64_fields(
@@ -203,7 +215,7 @@ def scan_index(data: bytes) -> Iterator[Record | Damage]:
         if damage.offset < 16:
             return
     if len(data) < _FIXED:
-        yield Damage(len(data), f"index is truncated ({len(data)} bytes, at least {_FIXED} needed)",
+        yield _damage(len(data), f"index is truncated ({len(data)} bytes, at least {_FIXED} needed)",
                      f"at least {_FIXED} bytes", f"{len(data)} bytes")
         return
     yield Record(INDEX_HEADER_SIZE, TABLE_HEADER_SIZE, "TABLE",
@@ -237,7 +249,7 @@ def scan_index(data: bytes) -> Iterator[Record | Damage]:
     message = size_problem.message if size_problem is not None else ""
     left = len(data) - offset
     if left < TABLE_TAIL_SIZE:
-        yield Damage(offset, message or "index has a bad table tail (truncated or trailing bytes?)",
+        yield _damage(offset, message or "index has a bad table tail (truncated or trailing bytes?)",
                      f"a {TABLE_TAIL_SIZE}-byte table tail", f"{left} bytes")
         return
     yield Record(offset, TABLE_TAIL_SIZE, "TABLE_TAIL", u64_fields(
@@ -246,5 +258,5 @@ def scan_index(data: bytes) -> Iterator[Record | Damage]:
     if damage is not None:
         yield damage
     if left > TABLE_TAIL_SIZE:
-        yield Damage(offset + TABLE_TAIL_SIZE, message or "index has a bad table tail (truncated or trailing bytes?)",
+        yield _damage(offset + TABLE_TAIL_SIZE, message or "index has a bad table tail (truncated or trailing bytes?)",
                      "the end of the file", f"{left - TABLE_TAIL_SIZE} more bytes")

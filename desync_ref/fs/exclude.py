@@ -17,9 +17,9 @@ matter. casync keeps the same patterns as a tree and sometimes sorts and merges 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import enum
 import errno
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -57,22 +57,22 @@ class Pattern:
 Rules = tuple[Pattern, ...]
 
 
+@functools.cache
 def _libc_fnmatch() -> ctypes._NamedFuncPointer:
     # glibc's fnmatch, as casync calls it: Python's fnmatch module has other rules
-    # (no FNM_PERIOD, no backslash escapes, no [[:class:]]).
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # (no FNM_PERIOD, no backslash escapes, no [[:class:]]). Looked up on first use, in the
+    # C library this process already runs on (dlopen(NULL), as fs/holes.py does):
+    # ctypes.util.find_library("c") runs ldconfig in a child process at every start.
+    libc = ctypes.CDLL(None, use_errno=True)
     function = libc.fnmatch
     function.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int)
     function.restype = ctypes.c_int
     return function
 
 
-_fnmatch = _libc_fnmatch()
-
-
 def fnmatch(pattern: bytes, name: bytes) -> bool:
     """``fnmatch(pattern, name, FNM_PERIOD)``: a leading dot must be matched literally."""
-    result = _fnmatch(pattern, name, _FNM_PERIOD)
+    result = _libc_fnmatch()(pattern, name, _FNM_PERIOD)
     if result == 0:
         return True
     if result == _FNM_NOMATCH:

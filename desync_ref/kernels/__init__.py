@@ -8,10 +8,8 @@ module stays importable by path so both backends can run side by side, and
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import os
 import sys
-from pathlib import Path
 from types import ModuleType
 
 PURE_ENV = "DESYNC_REF_PURE"
@@ -26,6 +24,9 @@ def load_pure(name: str) -> ModuleType:
     qualified = f"desync_ref.kernels._{name}_py"
     if qualified in sys.modules:
         return sys.modules[qualified]
+    import importlib.util  # only for the pure backend: a compiled run never needs it
+    from pathlib import Path
+
     path = Path(__file__).with_name(f"{name}.py")
     spec = importlib.util.spec_from_file_location(qualified, path)
     if spec is None or spec.loader is None:  # pragma: no cover - the file ships with us

@@ -19,13 +19,9 @@ Spec: spec/extract.md § "Worker processes".
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import pickle
 import signal
 from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
 
 from desync_ref.errors import DesyncRefError
 from desync_ref.operations.assemble import Assembler, Done, ExtractStats, Run, Unit, assembler
@@ -61,6 +57,10 @@ def can_use(store: Store, work: Assembler, runs: list[Run], processes: int) -> b
 
 def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     """Write the runs of a checked plan with ``processes`` worker processes."""
+    import multiprocessing  # here: an extract too small for workers never loads it
+    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
     global _work, _units
     units = work.units(runs)
     parallel = [u for u in units if u[0][0] in (assembler.RUN_STORE, assembler.RUN_SEED)]
@@ -166,6 +166,8 @@ def _run_task(task: tuple[int, int]) -> Counts | Failure:
             copied += done.copied
             cloned += done.cloned
     except DesyncRefError as exc:
+        import pickle  # loaded already in a worker (multiprocessing uses it)
+
         attributes = dict(vars(exc))
         try:
             pickle.dumps(attributes)

@@ -37,15 +37,13 @@ Holes, operations/sparse_chunks.py).
 from __future__ import annotations
 
 import bisect
-import ctypes
-import multiprocessing
 import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import BinaryIO, cast
+from typing import TYPE_CHECKING, BinaryIO, cast
 
 from desync_ref.chunking import READ_BLOCK, Chunker, ChunkSizes, chunk_views, iter_chunks
 from desync_ref.errors import DesyncRefError
@@ -62,6 +60,9 @@ from desync_ref.operations.sparse_chunks import (
 )
 from desync_ref.progress import Bar, Progress, no_progress
 from desync_ref.stores import Chunk, WriteStore
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ProcessPoolExecutor
 
 # Below this size per worker, starting processes costs more than it saves.
 MIN_SPAN = 16 * 1024 * 1024
@@ -228,6 +229,8 @@ def _init_worker(parent: int) -> None:
     die_with_parent(parent)
     if not sys.platform.startswith("linux"):
         return
+    import ctypes  # only in worker processes
+
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
@@ -410,6 +413,9 @@ def make_index(path: str, sizes: ChunkSizes, *, digest: str = DIGEST_SHA512_256,
             return make_index_from_stream(source, sizes, digest=digest, store=store,
                                           workers=workers, progress=progress, total=length)
         bounds = [*starts[1:], length]
+        import multiprocessing  # here: a file chunked in one stream never loads it
+        from concurrent.futures import ProcessPoolExecutor
+
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                  initializer=_init_worker, initargs=(os.getpid(),)) as pool:

@@ -19,12 +19,10 @@ import os
 from dataclasses import dataclass, field
 from typing import cast
 
-from desync_ref.chunking import ChunkSizes
 from desync_ref.errors import DesyncRefError, InvalidParameter
 from desync_ref.formats.chunk import digest_function
 from desync_ref.formats.index import Index
 from desync_ref.operations.files import read_index
-from desync_ref.operations.make import make_index
 from desync_ref.stores.options import StoreOptions
 
 INDEX_SUFFIX = ".caibx"
@@ -89,6 +87,9 @@ class Seed:
 
     def regenerate(self, workers: int) -> None:
         """Re-chunk the data with the index's chunk sizes; nothing is written to disk."""
+        from desync_ref.chunking import ChunkSizes
+        from desync_ref.operations.make import make_index
+
         sizes = ChunkSizes(self.index.chunk_size_min, self.index.chunk_size_avg,
                            self.index.chunk_size_max)
         try:
@@ -132,6 +133,10 @@ def open_seeds(specs: list[SeedSpec], target: Index, output: str,
             log.info("seed %s: data %s, %d chunks", spec.index, spec.data,
                      len(seeds[-1].index.chunks))
             continue
+        # A plain seed is chunked here: only then are the chunker and make loaded.
+        from desync_ref.chunking import ChunkSizes
+        from desync_ref.operations.make import make_index
+
         sizes = ChunkSizes(target.chunk_size_min, target.chunk_size_avg, target.chunk_size_max)
         try:
             index, _ = make_index(spec.data, sizes, digest=target.digest, workers=workers)

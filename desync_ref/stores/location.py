@@ -9,16 +9,18 @@ several ``-s`` a router, ``-c`` a cache in front.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from desync_ref.errors import InvalidParameter, StoreError
 from desync_ref.formats.chunk import Digest
 from desync_ref.stores import PruneStore, Store, WriteStore
-from desync_ref.stores.cache import CachedStore
-from desync_ref.stores.failover import FailoverGroup
-from desync_ref.stores.local import LocalStore
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
 from desync_ref.stores.registry import LOCAL, Backend, backend_for
-from desync_ref.stores.router import StoreRouter
+
+# The wrappers and the local store are imported where a chain needs them: opening one
+# store (make's -s) does not load the router, the cache and the failover group.
+if TYPE_CHECKING:
+    from desync_ref.stores.local import LocalStore
 
 __all__ = ["StoreOptions", "open_chain", "open_prune_store", "open_store", "open_writable", "open_write_store"]
 
@@ -40,6 +42,8 @@ def _open_one(location: str, options: StoreOptions) -> Store:
 def open_store(location: str, options: StoreOptions = DEFAULT_OPTIONS) -> Store:
     """A source store: a directory, an http(s) URL, or a failover group ``a|b|c``."""
     if "|" in location:
+        from desync_ref.stores.failover import FailoverGroup
+
         return FailoverGroup([_open_one(member, options) for member in location.split("|")])
     return _open_one(location, options)
 
@@ -58,6 +62,8 @@ def open_writable(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, cre
 def open_write_store(location: str, options: StoreOptions = DEFAULT_OPTIONS, *, create: bool = True) -> LocalStore:
     """A store whose chunks are files here: the one kind that lists, prunes and verifies its
     chunks in place and knows their stored sizes (tar -i, prune, verify, inspect-chunks, info -c)."""
+    from desync_ref.stores.local import LocalStore
+
     backend = _backend(location)
     if backend is not LOCAL:
         raise StoreError(f"store location '{location}' must be a local directory here")
@@ -93,6 +99,9 @@ def open_chain(
     ``digest`` is the cache's, for repairing it."""
     if not locations:
         raise InvalidParameter("no store given", parameter="store")
+    from desync_ref.stores.cache import CachedStore
+    from desync_ref.stores.router import StoreRouter
+
     stores = [open_store(loc, options) for loc in locations]
     store: Store = stores[0] if len(stores) == 1 else StoreRouter(stores)
     if cache:
