@@ -11,10 +11,16 @@ Tasks are handed out so that ``2 * processes`` of them (of about TASK_BYTES each
 any time, whatever the size of the output; their results (counts) are taken in plan order,
 so the first error in plan order is the one reported (the thread path's rule).
 
+Store runs take a lean way in the workers (``_write_store``): each chunk file is read into
+one kept buffer, decoded, checked and written at once (stores/local.py ``ChunkFileReader``);
+a chunk it does not take goes through the chunk source, whose verdict and message are the
+thread path's. Fresh memory is what costs here (page faults), hence also the kept heap,
+the frozen collector across the fork and the early write-back below.
+
 Remote stores keep the thread path (desync's ``AssembleFile`` model, ``assemble.go``):
 there waiting dominates, and one process with many threads waits best.
 
-Spec: spec/extract.md § "Worker processes".
+Spec: spec/extract.md § "Worker processes", § "Lean store reads".
 """
 
 from __future__ import annotations
