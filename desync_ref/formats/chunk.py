@@ -220,6 +220,21 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return decompressor
 
 
+def _strict() -> dict[str, bool]:
+    """zstandard 0.22 added ``decompress(allow_extra_data=...)``; before it, data after the
+    frame is ignored (decompress_exact checks where the frame ends in any case). Tried on
+    a frame of one raw block holding ``-`` (no compressor made at import: its workspace
+    is megabytes to fault in)."""
+    try:
+        _decompressor().decompress(ZSTD_MAGIC + b"\x20\x01\x09\x00\x00-", allow_extra_data=False)
+    except TypeError:
+        return {}
+    return {"allow_extra_data": False}
+
+
+_STRICT: Final = _strict()
+
+
 def _zstd_decompress(blob: bytes, limit: int, what: str) -> tuple[bytes, bool, bytes]:
     """(data, frame complete, bytes after the frame), never holding much more than
     ``limit`` bytes of output: a frame of a few KiB can claim gigabytes."""
@@ -296,20 +311,6 @@ def _zstd_frame_end(blob: bytes | memoryview) -> int:
         if header & 1:
             return pos + checksum
     return -1
-
-
-def _strict() -> dict[str, bool]:
-    """zstandard 0.22 added ``decompress(allow_extra_data=...)``; before it, data after the
-    frame is ignored (decompress_exact checks where the frame ends in any case)."""
-    try:
-        zstandard.ZstdDecompressor().decompress(zstandard.ZstdCompressor().compress(b"-"),
-                                                allow_extra_data=False)
-    except TypeError:
-        return {}
-    return {"allow_extra_data": False}
-
-
-_STRICT: Final = _strict()
 
 
 def decompress_exact(blob: bytes | memoryview, size: int) -> bytes | None:
