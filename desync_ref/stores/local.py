@@ -302,14 +302,12 @@ class ChunkFileReader:
             return None
         finally:
             os.close(fd)
-        data: bytes | memoryview | None = view[:filled]
-        if self._compressed:
-            data = decompress_exact(view[:filled], size)
-            if data is None:
-                return None
-        elif filled != size:
+        blob = view[:filled]
+        data = decompress_exact(blob, size) if self._compressed else blob if filled == size else None
+        # (hashlib takes any buffer: a plain chunk is hashed where it was read)
+        if data is None or self._digest(data) != chunk_id:  # type: ignore[arg-type]
             return None
-        return data if self._digest(data) == chunk_id else None  # type: ignore[arg-type]
+        return data
 
 
 class LocalIndexStore:
