@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from conftest import assert_clean_failure, run_cli
 
-from desync_ref.errors import ChunkMissing
+from desync_ref.errors import ChunkMissing, DesyncRefError
+from desync_ref.formats.chunk import compress, decompress
 from desync_ref.formats.index import parse_index
 from desync_ref.operations import extract_workers
 from desync_ref.operations.extract import extract
@@ -110,6 +111,50 @@ def test_missing_chunk_in_a_worker_is_the_same_error(made: tuple[Path, Path, byt
     assert assert_clean_failure(proc).strip().endswith(errors[0])
     assert proc.returncode == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("damage", ["cut short", "data after the frame", "another chunk's bytes",
+                                    "other bytes of its size", "a frame too big",
+                                    "plain form only", "missing marker"])
+def test_damaged_chunk_in_a_worker_is_what_threads_see(made: tuple[Path, Path, bytes],
+                                                       tmp_path: Path, forked: list[bool],
+                                                       damage: str) -> None:
+    """The workers read store chunks their own lean way (spec/extract.md § "Lean store
+    reads"); whatever it does not take goes through the chunk source: the same error as the
+    thread path, or the same output when the chunk is only in another form."""
+    index_path, store, blob = made
+    index = parse_index(index_path.read_bytes())
+    victim, neighbour = (c.id.hex() for c in index.chunks[len(index.chunks) // 3:][:2])
+    path = store / victim[:4] / f"{victim}.cacnk"
+    frame = path.read_bytes()
+    if damage == "cut short":
+        path.write_bytes(frame[:-5])
+    elif damage == "data after the frame":
+        path.write_bytes(frame + b"\x00")
+    elif damage == "another chunk's bytes":
+        path.write_bytes((store / neighbour[:4] / f"{neighbour}.cacnk").read_bytes())
+    elif damage == "other bytes of its size":
+        data = decompress(frame)
+        path.write_bytes(compress(bytes([data[0] ^ 1]) + data[1:]))
+    elif damage == "a frame too big":
+        path.write_bytes(compress(decompress(frame) + b"more"))
+    elif damage == "plain form only":
+        path.unlink()
+        (store / victim[:4] / victim).write_bytes(decompress(frame))
+    else:
+        path.unlink()
+        path.symlink_to(store / neighbour[:4] / f"{neighbour}.cacnk")
+    outcomes = []
+    for processes in (0, 2):
+        try:
+            extract(index, LocalStore(store), tmp_path / "out", workers=2, processes=processes)
+            outcomes.append(("written", (tmp_path / "out").read_bytes() == blob))
+        except DesyncRefError as exc:
+            outcomes.append((type(exc).__name__, str(exc)))
+            assert not (tmp_path / "out").exists()
+    assert len(forked) == 1
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0] == ("written", True) if damage == "plain form only" else victim in outcomes[0][1]
 
 
 def _children(pid: int) -> list[int]:

@@ -211,6 +211,32 @@ def _zstd_feeds(blob: bytes, limit: int) -> list[int]:
     return cuts if total > limit else []
 
 
+def _decompressor() -> zstandard.ZstdDecompressor:
+    """This thread's zstd decompressor. Making one per chunk (its context allocated and
+    faulted in) cost more than decoding a 64 KiB chunk; ``decompressobj()`` starts a new
+    frame on the same context, and a thread finishes one chunk before it starts the next,
+    so one per thread is never shared by two frames at once."""
+    decompressor: zstandard.ZstdDecompressor | None = getattr(_THREAD, "decompressor", None)
+    if decompressor is None:
+        decompressor = _THREAD.decompressor = zstandard.ZstdDecompressor()
+    return decompressor
+
+
+def _strict() -> dict[str, bool]:
+    """zstandard 0.22 added ``decompress(allow_extra_data=...)``; before it, data after the
+    frame is ignored (decompress_exact checks where the frame ends in any case). Tried on
+    a frame of one raw block holding ``-`` (no compressor made at import: its workspace
+    is megabytes to fault in)."""
+    try:
+        _decompressor().decompress(ZSTD_MAGIC + b"\x20\x01\x09\x00\x00-", allow_extra_data=False)
+    except TypeError:
+        return {}
+    return {"allow_extra_data": False}
+
+
+_STRICT: Final = _strict()
+
+
 def _zstd_decompress(blob: bytes, limit: int, what: str) -> tuple[bytes, bool, bytes]:
     """(data, frame complete, bytes after the frame), never holding much more than
     ``limit`` bytes of output: a frame of a few KiB can claim gigabytes."""
@@ -220,7 +246,7 @@ def _zstd_decompress(blob: bytes, limit: int, what: str) -> tuple[bytes, bool, b
         declared = -1  # a header cut short: the decoder reports it below
     if declared > limit:
         raise ChunkInvalid(f"{what} decompresses to more than {limit} bytes")
-    zobj = zstandard.ZstdDecompressor().decompressobj()
+    zobj = _decompressor().decompressobj()
     view = memoryview(blob)
     pieces: list[bytes] = []
     total = 0
@@ -270,6 +296,40 @@ def decompress(blob: bytes, chunk_id: bytes | None = None, limit: int = MAX_DECO
     if not complete or rest:
         raise ChunkInvalid(f"{what} is not valid compressed data: truncated stream or trailing data")
     return bytes(out)
+
+
+def _zstd_frame_end(blob: bytes | memoryview) -> int:
+    """Where the first zstd frame of ``blob`` ends by its own structure (header, blocks up
+    to the last one, then the checksum when the header says there is one), or -1 when the
+    walk runs off the end or the header does not parse."""
+    try:
+        pos = zstandard.frame_header_size(blob)
+    except zstandard.ZstdError:
+        return -1
+    checksum = 4 if blob[4] & 4 else 0  # Content_Checksum_flag (RFC 8878, 3.1.1.1.1)
+    while pos + _ZSTD_BLOCK_HEADER <= len(blob):
+        header = int.from_bytes(blob[pos:pos + _ZSTD_BLOCK_HEADER], "little")
+        pos += _ZSTD_BLOCK_HEADER + (1 if (header >> 1) & 3 == _ZSTD_BLOCK_RLE else header >> 3)
+        if header & 1:
+            return pos + checksum
+    return -1
+
+
+def decompress_exact(blob: bytes | memoryview, size: int) -> bytes | None:
+    """The common case of :func:`decompress`, quickly: ``blob`` is one zstd frame, nothing
+    after it, that decodes to exactly ``size`` bytes (casync's frames, which carry no content
+    size, or a frame that declares ``size``). Nothing bigger than ``size`` is ever allocated.
+    Anything else is None, and the caller asks :func:`decompress` for the verdict and its
+    message: this never accepts what ``decompress`` refuses, and never raises."""
+    if blob[:4] != ZSTD_MAGIC or _zstd_frame_end(blob) != len(blob):
+        return None
+    try:
+        if zstandard.frame_content_size(blob) not in (-1, size):
+            return None  # a declared size is allocated as declared: only this one
+        data: bytes = _decompressor().decompress(blob, max_output_size=size, **_STRICT)
+    except zstandard.ZstdError:
+        return None
+    return data if len(data) == size else None
 
 
 class ChunkCheck:

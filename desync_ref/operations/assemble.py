@@ -119,6 +119,7 @@ class Assembler:
                                   chunks_total=len(self.chunks), seeds=1 + len(seeds))
         self._fds: dict[int, int] = {}  # id(seed) -> open data file
         self._clone: dict[int, bool] = {}
+        self._copy_buffer: memoryview | None = None  # write_self's, made on first use
         self.out_dir = os.path.dirname(os.path.abspath(target)) or "."
 
     def close(self) -> None:
@@ -450,12 +451,18 @@ class Assembler:
             copied, cloned = clone_or_copy(self.fd, self.fd, src, length, dst, self.block)
         elif self.holes:
             copied, cloned = 0, 0
+            # One kept buffer (only the writer copies): a fresh 1 MiB per read is memory
+            # to fault in each time.
+            if self._copy_buffer is None:
+                self._copy_buffer = memoryview(bytearray(BATCH_BYTES))
+            buffer = self._copy_buffer
             while copied < length:
-                data = os.pread(self.fd, min(length - copied, BATCH_BYTES), src + copied)
-                if not data:  # the output is shorter than it was sized: cannot be
+                got = os.preadv(self.fd, [buffer[:min(length - copied, BATCH_BYTES)]],
+                                src + copied)
+                if not got:  # the output is shorter than it was sized: cannot be
                     raise OSError(errno.EIO, "short read while copying a range")
-                self.put(data, dst + copied)
-                copied += len(data)
+                self.put(buffer[:got], dst + copied)
+                copied += got
         else:
             copied, cloned = copy_range(self.fd, self.fd, src, length, dst), 0
         stats.chunks_from_seeds += end - first

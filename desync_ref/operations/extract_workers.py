@@ -11,23 +11,30 @@ Tasks are handed out so that ``2 * processes`` of them (of about TASK_BYTES each
 any time, whatever the size of the output; their results (counts) are taken in plan order,
 so the first error in plan order is the one reported (the thread path's rule).
 
+Store runs take a lean way in the workers (``_write_store``): each chunk file is read into
+one kept buffer, decoded, checked and written at once (stores/local.py ``ChunkFileReader``);
+a chunk it does not take goes through the chunk source, whose verdict and message are the
+thread path's. Fresh memory is what costs here (page faults), hence also the kept heap,
+the frozen collector across the fork and the early write-back below.
+
 Remote stores keep the thread path (desync's ``AssembleFile`` model, ``assemble.go``):
 there waiting dominates, and one process with many threads waits best.
 
-Spec: spec/extract.md § "Worker processes".
+Spec: spec/extract.md § "Worker processes", § "Lean store reads".
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from collections import deque
 
 from desync_ref.errors import DesyncRefError
 from desync_ref.operations.assemble import Assembler, Done, ExtractStats, Run, Unit, assembler
-from desync_ref.operations.parallel import die_with_parent
+from desync_ref.operations.parallel import die_with_parent, keep_heap, start_writeback
 from desync_ref.stores import Store
-from desync_ref.stores.local import LocalStore
+from desync_ref.stores.local import ChunkFileReader, LocalStore
 
 # A task for a worker: consecutive units adding up to about this many bytes (fewer hand-offs
 # than one unit each; small enough that the workers finish close together).
@@ -38,6 +45,15 @@ PROCESS_MIN_BYTES = 4 << 20
 # What the workers inherit through fork: set by the parent just before it forks them.
 _work: Assembler | None = None
 _units: list[Unit] = []
+# A worker's reader of store chunk files (made in the worker: its buffer is the worker's).
+_reader: ChunkFileReader | None = None
+
+# A worker keeps its heap (operations/parallel.keep_heap): at most this much freed memory is
+# kept, and blocks up to this size come from the heap, so the memory freed after one chunk
+# serves the next one instead of being faulted in again (tens of thousands of page faults
+# per 512 MiB). make's workers fix their own values.
+_HEAP_KEPT = 16 << 20
+_HEAP_BLOCK_MAX = 4 << 20
 
 Counts = tuple[int, int, int, int, int]  # chunks, from seed, from store, copied, cloned
 Failure = tuple[type[DesyncRefError], str, dict[str, object]]
@@ -68,6 +84,10 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     _work, _units = work, parallel
     context = multiprocessing.get_context("fork")
     bar = None
+    # What exists now (the plan, the index, every module) leaves the collector's view: after
+    # the fork, a collection in the parent or a worker would write to every object's header
+    # and so copy every page they share (thousands of page faults on each side).
+    gc.freeze()
     try:
         with ProcessPoolExecutor(max_workers=processes, mp_context=context,
                                  initializer=_start, initargs=(os.getpid(),)) as pool:
@@ -117,6 +137,7 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
                 bar.update(end - first)
     finally:
         _work, _units = None, []
+        gc.unfreeze()
         if bar is not None:
             bar.close()
     return work.stats
@@ -142,10 +163,15 @@ def _start(parent: int) -> None:
     """Worker start-up: die with the parent (a SIGKILLed extract must not leave workers
     writing), leave Ctrl-C to the parent, and keep no chunks for later use: a repeated chunk
     is read again from the local store rather than held in every worker."""
+    global _reader
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_heap(_HEAP_KEPT, _HEAP_BLOCK_MAX)
     if _work is not None:
         _work.source.keep_budget = 0
+        store = _work.source.store
+        if isinstance(store, LocalStore):
+            _reader = store.file_reader(_work.source.digest, _work.index.chunk_size_max)
 
 
 def _run_task(task: tuple[int, int]) -> Counts | Failure:
@@ -155,8 +181,14 @@ def _run_task(task: tuple[int, int]) -> Counts | Failure:
     work = _work
     assert work is not None
     chunks = seeds = store = copied = cloned = 0
+    reader = _reader
     try:
         for unit in _units[task[0]:task[1]]:
+            if reader is not None and unit[0][0] == assembler.RUN_STORE:
+                _write_store(work, reader, unit[1], unit[2])
+                chunks += unit[2] - unit[1]
+                store += unit[2] - unit[1]
+                continue
             done = work.load(unit)
             for offset, data in done.writes:
                 work.put(data, offset)
@@ -165,6 +197,7 @@ def _run_task(task: tuple[int, int]) -> Counts | Failure:
             store += done.from_store
             copied += done.copied
             cloned += done.cloned
+        _start_writeback(work, task)
     except DesyncRefError as exc:
         import pickle  # loaded already in a worker (multiprocessing uses it)
 
@@ -175,6 +208,25 @@ def _run_task(task: tuple[int, int]) -> Counts | Failure:
             attributes = {}
         return type(exc), str(exc), attributes
     return chunks, seeds, store, copied, cloned
+
+
+def _start_writeback(work: Assembler, task: tuple[int, int]) -> None:
+    """Start writing back the span of the file a task wrote, so the fsync that ends extract
+    (extract.py) finds little left to write."""
+    first, last = _units[task[0]], _units[task[1] - 1]
+    start = work.chunks[first[1]].start
+    start_writeback(work.fd, start, work.chunks[last[2] - 1].end - start)
+
+
+def _write_store(work: Assembler, reader: ChunkFileReader, first: int, end: int) -> None:
+    """Store chunks ``first..end-1``, the lean way: each read into the reader's buffer,
+    checked and written at once (its zero blocks as holes); a chunk the reader does not
+    take (missing, the other form, not valid) goes through the chunk source, which reads
+    it again and raises the error the thread path raises."""
+    read, get, put = reader.read, work.source.get, work.put
+    for chunk in work.chunks[first:end]:
+        data = read(chunk.id, chunk.size)
+        put(get(chunk) if data is None else data, chunk.start)
 
 
 def _raise_failure(result: Counts | Failure) -> None:

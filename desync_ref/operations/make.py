@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import bisect
 import os
-import sys
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +50,7 @@ from desync_ref.formats.chunk import DIGEST_SHA512_256, digest_function
 from desync_ref.formats.constants import CA_FORMAT_BLOB_INDEX_FLAGS, CA_FORMAT_SHA512_256
 from desync_ref.formats.index import Index, IndexChunk
 from desync_ref.fs.holes import has_holes
-from desync_ref.operations.parallel import die_with_parent, ordered_map
+from desync_ref.operations.parallel import die_with_parent, keep_heap, ordered_map
 from desync_ref.operations.sparse_chunks import (
     ZeroIds,
     data_span_starts,
@@ -68,9 +67,7 @@ if TYPE_CHECKING:
 MIN_SPAN = 16 * 1024 * 1024
 # How far past its span a worker keeps chunking while looking for the shared cut.
 LOOKAHEAD_CHUNKS = 16
-# glibc's mallopt parameters (malloc.h) and the values the workers set, see _init_worker.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
+# The heap thresholds the workers set, see _init_worker.
 _WORKER_MMAP_THRESHOLD = 32 * 1024 * 1024  # glibc's largest (DEFAULT_MMAP_THRESHOLD_MAX)
 _WORKER_TRIM_THRESHOLD = 64 * 1024 * 1024
 
@@ -224,19 +221,10 @@ def _init_worker(parent: int) -> None:
     trim threshold and go back to the kernel, so every span faulted 8 MiB of fresh pages
     in again (about 2000 page faults per span, 16k of make's 30k on 512 MiB). Fixed
     thresholds above the blocks' size keep them in the heap for the next span; the
-    worker's peak memory does not change, only what it returns between spans. Linux only
-    (mallopt is glibc's; musl has a no-op one), and harmless where it is missing."""
+    worker's peak memory does not change, only what it returns between spans (glibc only:
+    operations/parallel.keep_heap)."""
     die_with_parent(parent)
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes  # only in worker processes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    mallopt(_M_MMAP_THRESHOLD, _WORKER_MMAP_THRESHOLD)
-    mallopt(_M_TRIM_THRESHOLD, _WORKER_TRIM_THRESHOLD)
+    keep_heap(_WORKER_TRIM_THRESHOLD, _WORKER_MMAP_THRESHOLD)
 
 
 def span_starts(length: int, sizes: ChunkSizes, workers: int) -> list[int]:

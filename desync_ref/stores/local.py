@@ -30,6 +30,7 @@ from desync_ref.formats.chunk import (
     UNCOMPRESSED_CHUNK_SUFFIX,
     Digest,
     chunk_file_name,
+    decompress_exact,
     is_temp_chunk_name,
     parse_chunk_path,
 )
@@ -170,6 +171,13 @@ class LocalStore:
         found = others[0][len(hex_id):] or "no extension"
         return f"{self} (it holds the chunk as {found}: wrong encryption key or algorithm?)"
 
+    def file_reader(self, digest: Digest, limit: int) -> ChunkFileReader | None:
+        """A reader of this store's chunk files for a worker that reads many in a row, or
+        None where it does not apply (an encrypted store, or skip-verify: get_chunk then)."""
+        if self.form.encrypted or self.skip_verify:
+            return None
+        return ChunkFileReader(self._root, self.form.compressed, digest, limit)
+
     def reads_inline(self, uncompressed: bool) -> bool:
         # A page-cache read is cheaper than a thread hop when no conversion follows.
         return not self.form.encrypted and uncompressed == self.uncompressed
@@ -265,6 +273,57 @@ class LocalStore:
 
     def close(self) -> None:
         pass
+
+
+class ChunkFileReader:
+    """Extract's read path for many chunks in a row (operations/extract_workers.py): chunk
+    files of the store's own form read into one buffer kept for every read, decoded and
+    checked against the id and the index's size. Only the common case: a file missing
+    (or in the other form), a read error, a file too big, or bytes that do not decode
+    cleanly or check give None, and the caller asks :meth:`LocalStore.get_chunk`, whose
+    verdict and message are the reference. What it accepts, get_chunk accepts too.
+
+    Fewer system calls than get_chunk (open, reads until end of file, close: no fstat) and
+    no fresh memory for the stored bytes: a new 64 KiB ``bytes`` per chunk is memory the
+    kernel must fault in again and again."""
+
+    def __init__(self, root: str, compressed: bool, digest: Digest, limit: int) -> None:
+        self._root, self._compressed, self._digest = root, compressed, digest
+        self._suffix = COMPRESSED_CHUNK_SUFFIX if compressed else UNCOMPRESSED_CHUNK_SUFFIX
+        # A file that fills the buffer is handed to get_chunk (room for zstd's worst case).
+        size = limit + (limit >> 8) + 4096 if compressed else limit + 1
+        self._buffer = bytearray(size)
+        self._view = memoryview(self._buffer)
+
+    def read(self, chunk_id: bytes, size: int) -> bytes | memoryview | None:
+        """The checked bytes of the chunk (plain: a view into the kept buffer, good until
+        the next read), or None."""
+        hex_id = chunk_id.hex()
+        try:
+            fd = os.open(f"{self._root}/{hex_id[:4]}/{hex_id}{self._suffix}",
+                         os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return None
+        view = self._view
+        filled = 0
+        try:
+            while True:
+                got = os.readv(fd, (view[filled:],))
+                if got == 0:
+                    break
+                filled += got
+                if filled == len(view):
+                    return None
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+        blob = view[:filled]
+        data = decompress_exact(blob, size) if self._compressed else blob if filled == size else None
+        # (hashlib takes any buffer: a plain chunk is hashed where it was read)
+        if data is None or self._digest(data) != chunk_id:  # type: ignore[arg-type]
+            return None
+        return data
 
 
 class LocalIndexStore:
