@@ -62,13 +62,9 @@ def test_store_chunk_makes_prefix_dirs_on_demand_and_files_0644(tmp_path: Path) 
     assert [p for p in (tmp_path / "s").rglob("*") if p.is_file() and not p.name.endswith(".cacnk")] == []
 
 
-@pytest.mark.compiled_pass_only
-def test_store_chunk_remakes_a_prefix_dir_removed_under_it(tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """A concurrent prune removes the (empty) prefix directory right after our mkdir: the
-    write makes it again instead of failing."""
-    store = LocalStore(tmp_path / "s", create=True)
-    chunk = _chunk(1)
+def _prune_after_first_mkdir(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``os.mkdir`` as a concurrent prune sees it: the first directory made is removed right
+    after it is made. The list returned names it once that has happened."""
     real_mkdir = os.mkdir
     removed: list[str] = []
 
@@ -79,6 +75,17 @@ def test_store_chunk_remakes_a_prefix_dir_removed_under_it(tmp_path: Path,
             os.rmdir(path)
 
     monkeypatch.setattr(os, "mkdir", racing_mkdir)
+    return removed
+
+
+@pytest.mark.compiled_pass_only
+def test_store_chunk_remakes_a_prefix_dir_removed_under_it(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A concurrent prune removes the (empty) prefix directory right after our mkdir: the
+    write makes it again instead of failing."""
+    store = LocalStore(tmp_path / "s", create=True)
+    chunk = _chunk(1)
+    removed = _prune_after_first_mkdir(monkeypatch)
     store.store_chunk(chunk)
     assert removed
     assert store.get_chunk(chunk.id, DIGEST).data() == chunk.data()
@@ -153,16 +160,7 @@ def test_store_chunk_with_the_directory_made_first_survives_a_prune(tmp_path: Pa
     the open: the write makes it again; a file where it belongs is still a StoreError."""
     store = LocalStore(tmp_path / "s", create=True)
     store.store_chunk(_chunk(200))  # made a directory: the next write makes its own first
-    real_mkdir = os.mkdir
-    removed: list[str] = []
-
-    def racing_mkdir(path: str, *args: object, **kwargs: object) -> None:
-        real_mkdir(path)
-        if not removed:
-            removed.append(path)
-            os.rmdir(path)
-
-    monkeypatch.setattr(os, "mkdir", racing_mkdir)
+    removed = _prune_after_first_mkdir(monkeypatch)
     chunk = _chunk(201)
     store.store_chunk(chunk)
     assert removed
