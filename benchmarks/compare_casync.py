@@ -8,8 +8,8 @@ cache. Stores live on tmpfs by default because recreating store directories on e
 measures the kernel's inode allocator (creating directories there is what gets timed
 otherwise). Ratios are casync_time / desync_ref_time: above 1 means desync-ref is faster.
 The tools do not run on equal means: casync is one process with one thread; desync-ref's
-make runs one process per core on files of 32 MiB and more, with hashing threads, and its
-extract runs several threads (cores + 1 on a local store, 10 on a remote one); the table
+make runs one process per core on files of 32 MiB and more, and its extract one worker
+process per core on a local store with more than 4 MiB to read (threads on a remote one); the table
 gives each side's peak processes/threads, sampled, beside its figures. Only ratios from
 one run mean anything on a shared machine. ``--size-mib 40 --reps 2`` is a quick check.
 """
@@ -196,7 +196,7 @@ def main() -> int:
           f"alternates which tool runs first\n")
     print("Not equal means: casync runs as 1 process with 1 thread; desync-ref's make uses one "
           "process per core (-n, default the core count) on files of 32 MiB and more, and its "
-          "extract cores + 1 threads on a local store. procs / threads: the peak of each "
+          "extract one worker process per core on a local store. procs / threads: the peak of each "
           "side, sampled from /proc while it runs.\n")
     print("CPU s: user + system of the command and its children (median). On a machine shared "
           "with other work the wall-time ratio shrinks towards the CPU-time ratio, which is "
