@@ -62,7 +62,7 @@ def test_exact_decodes_what_decompress_decodes(form: str, size: int) -> None:
 @pytest.mark.parametrize("old_zstandard", [False, True])
 def test_exact_refuses_anything_else(old_zstandard: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if old_zstandard:  # before 0.22 decompress() had no allow_extra_data: extra data passed
-        monkeypatch.setattr(chunk, "_STRICT", {})
+        monkeypatch.setattr(chunk, "_strict", dict)
     data = _data(random.Random(5), 70_000)
     frame = compress(data)
     sized = zstandard.ZstdCompressor().compress(data)

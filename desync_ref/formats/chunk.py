@@ -15,6 +15,7 @@ marker has no name of its own: the local store tells it apart by opening with O_
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import lzma
 import re
@@ -222,6 +223,7 @@ def _decompressor() -> zstandard.ZstdDecompressor:
     return decompressor
 
 
+@functools.cache
 def _strict() -> dict[str, bool]:
     """zstandard 0.22 added ``decompress(allow_extra_data=...)``; before it, data after the
     frame is ignored (decompress_exact checks where the frame ends in any case). Tried on
@@ -232,9 +234,6 @@ def _strict() -> dict[str, bool]:
     except TypeError:
         return {}
     return {"allow_extra_data": False}
-
-
-_STRICT: Final = _strict()
 
 
 def _zstd_decompress(blob: bytes, limit: int, what: str) -> tuple[bytes, bool, bytes]:
@@ -326,7 +325,7 @@ def decompress_exact(blob: bytes | memoryview, size: int) -> bytes | None:
     try:
         if zstandard.frame_content_size(blob) not in (-1, size):
             return None  # a declared size is allocated as declared: only this one
-        data: bytes = _decompressor().decompress(blob, max_output_size=size, **_STRICT)
+        data: bytes = _decompressor().decompress(blob, max_output_size=size, **_strict())
     except zstandard.ZstdError:
         return None
     return data if len(data) == size else None

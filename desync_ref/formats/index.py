@@ -114,14 +114,14 @@ def _header_damage(data: bytes) -> Damage | None:
         return _damage(at, "not a casync index (bad index header magic)", want, got)
     if not feature_flags_are_normalized(flags):
         return _damage(16, f"index has unknown or unnormalized feature flags 0x{flags:016x}",
-                      "known, normalized feature flags", f"0x{flags:016x}")
+                       "known, normalized feature flags", f"0x{flags:016x}")
     for at, name, value in ((24, "min", cmin), (32, "avg", cavg), (40, "max", cmax)):
         if not CA_CHUNK_SIZE_LIMIT_MIN <= value <= CA_CHUNK_SIZE_LIMIT_MAX:
             return _damage(at, f"index chunk size {name} {value} is out of range",
-                          f"{CA_CHUNK_SIZE_LIMIT_MIN}..{CA_CHUNK_SIZE_LIMIT_MAX}", str(value))
+                           f"{CA_CHUNK_SIZE_LIMIT_MIN}..{CA_CHUNK_SIZE_LIMIT_MAX}", str(value))
     if not cmin <= cavg <= cmax:
         return _damage(24, f"index chunk sizes {cmin}:{cavg}:{cmax} are not ordered",
-                      "min <= avg <= max", f"{cmin}:{cavg}:{cmax}")
+                       "min <= avg <= max", f"{cmin}:{cavg}:{cmax}")
     return None
 
 
@@ -129,10 +129,10 @@ def _table_header_damage(data: bytes) -> Damage | None:
     table_size, table_kind = _TABLE_HEADER.unpack_from(data, INDEX_HEADER_SIZE)
     if table_size != UINT64_MAX:
         return _damage(INDEX_HEADER_SIZE, "index has a bad table header", f"0x{UINT64_MAX:x}",
-                      f"0x{table_size:x}")
+                       f"0x{table_size:x}")
     if table_kind != CA_FORMAT_TABLE:
         return _damage(INDEX_HEADER_SIZE + 8, "index has a bad table header",
-                      f"0x{CA_FORMAT_TABLE:016x}", f"0x{table_kind:016x}")
+                       f"0x{CA_FORMAT_TABLE:016x}", f"0x{table_kind:016x}")
     return None
 
 
@@ -143,8 +143,8 @@ def _size_damage(data: bytes) -> Damage | None:
         return None
     at = INDEX_HEADER_SIZE + TABLE_HEADER_SIZE + body // TABLE_ITEM_SIZE * TABLE_ITEM_SIZE
     return _damage(at, f"index size {len(data)} does not fit header, whole table items and tail "
-                      "(truncated or trailing bytes)",
-                  f"a {TABLE_TAIL_SIZE}-byte table tail", f"{len(data) - at} bytes")
+                       "(truncated or trailing bytes)",
+                   f"a {TABLE_TAIL_SIZE}-byte table tail", f"{len(data) - at} bytes")
 
 
 def _tail_damage(data: bytes, count: int, at: int | None = None) -> Damage | None:
@@ -157,17 +157,17 @@ def _tail_damage(data: bytes, count: int, at: int | None = None) -> Damage | Non
                                 (24, expected_table, tail_size)):
         if want != got:
             return _damage(at + field_at, "index has a bad table tail (truncated or trailing bytes?)",
-                          f"0x{want:x}", f"0x{got:x}")
+                           f"0x{want:x}", f"0x{got:x}")
     return None
 
 
 def _item_damage(n: int, at: int, start: int, end: int, cmax: int) -> Damage | None:
     if end <= start:
         return _damage(at, f"index table item {n}: offset {end} is not increasing",
-                      f"an end offset above {start}", str(end))
+                       f"an end offset above {start}", str(end))
     if end - start > cmax:
         return _damage(at, f"index table item {n}: chunk of {end - start} bytes exceeds max {cmax}",
-                      f"at most {cmax} bytes", f"{end - start} bytes")
+                       f"at most {cmax} bytes", f"{end - start} bytes")
     return None
 
 
@@ -204,7 +204,7 @@ def scan_index(data: bytes) -> Iterator[Record | Damage]:
 
     if len(data) < INDEX_HEADER_SIZE:
         yield _damage(len(data), f"index is truncated ({len(data)} bytes, at least {_FIXED} needed)",
-                     f"a {INDEX_HEADER_SIZE}-byte INDEX object", f"{len(data)} bytes")
+                      f"a {INDEX_HEADER_SIZE}-byte INDEX object", f"{len(data)} bytes")
         return
     yield Record(0, INDEX_HEADER_SIZE, "INDEX", u64_fields(
         data, 0, ("size", "type", "feature_flags", "chunk_size_min", "chunk_size_avg", "chunk_size_max"),
@@ -216,7 +216,7 @@ def scan_index(data: bytes) -> Iterator[Record | Damage]:
             return
     if len(data) < _FIXED:
         yield _damage(len(data), f"index is truncated ({len(data)} bytes, at least {_FIXED} needed)",
-                     f"at least {_FIXED} bytes", f"{len(data)} bytes")
+                      f"at least {_FIXED} bytes", f"{len(data)} bytes")
         return
     yield Record(INDEX_HEADER_SIZE, TABLE_HEADER_SIZE, "TABLE",
                  u64_fields(data, INDEX_HEADER_SIZE, ("size", "type"), {"size": MAGIC, "type": MAGIC}))
@@ -250,7 +250,7 @@ def scan_index(data: bytes) -> Iterator[Record | Damage]:
     left = len(data) - offset
     if left < TABLE_TAIL_SIZE:
         yield _damage(offset, message or "index has a bad table tail (truncated or trailing bytes?)",
-                     f"a {TABLE_TAIL_SIZE}-byte table tail", f"{left} bytes")
+                      f"a {TABLE_TAIL_SIZE}-byte table tail", f"{left} bytes")
         return
     yield Record(offset, TABLE_TAIL_SIZE, "TABLE_TAIL", u64_fields(
         data, offset, ("zero_fill1", "zero_fill2", "index_offset", "size", "marker"), {"marker": MAGIC}))
@@ -259,4 +259,4 @@ def scan_index(data: bytes) -> Iterator[Record | Damage]:
         yield damage
     if left > TABLE_TAIL_SIZE:
         yield _damage(offset + TABLE_TAIL_SIZE, message or "index has a bad table tail (truncated or trailing bytes?)",
-                     "the end of the file", f"{left - TABLE_TAIL_SIZE} more bytes")
+                      "the end of the file", f"{left - TABLE_TAIL_SIZE} more bytes")

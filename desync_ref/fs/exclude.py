@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from desync_ref.errors import InvalidFormat
+from desync_ref.fs.libc import libc
 
 EXCLUDE_FILE_NAME: Final = b".caexclude"
 # util.h LARGE_LINE_MAX: a line this long (without its delimiter) is an error (ENOBUFS).
@@ -60,11 +61,8 @@ Rules = tuple[Pattern, ...]
 @functools.cache
 def _libc_fnmatch() -> ctypes._NamedFuncPointer:
     # glibc's fnmatch, as casync calls it: Python's fnmatch module has other rules
-    # (no FNM_PERIOD, no backslash escapes, no [[:class:]]). Looked up on first use, in the
-    # C library this process already runs on (dlopen(NULL), as fs/holes.py does):
-    # ctypes.util.find_library("c") runs ldconfig in a child process at every start.
-    libc = ctypes.CDLL(None, use_errno=True)
-    function = libc.fnmatch
+    # (no FNM_PERIOD, no backslash escapes, no [[:class:]]). Looked up on first use.
+    function = libc().fnmatch
     function.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int)
     function.restype = ctypes.c_int
     return function

@@ -9,17 +9,30 @@ neither read nor written.
 
 from __future__ import annotations
 
-import ctypes
 import errno
+import functools
 import os
+from typing import TYPE_CHECKING
+
+from desync_ref.fs.libc import libc
+
+if TYPE_CHECKING:
+    import ctypes
 
 # linux/falloc.h
 FALLOC_FL_KEEP_SIZE = 0x01
 FALLOC_FL_PUNCH_HOLE = 0x02
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-_libc.fallocate.restype = ctypes.c_int
+
+
+@functools.cache
+def _fallocate() -> ctypes._NamedFuncPointer:
+    import ctypes
+
+    function = libc().fallocate
+    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    function.restype = ctypes.c_int
+    return function
 
 
 class HolesUnsupported(OSError):
@@ -98,7 +111,9 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
     """Deallocate [offset, offset+length) of ``fd``; it reads as zeros after, the size stays."""
     if length <= 0:
         return
-    if _libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+    if _fallocate()(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        import ctypes
+
         code = ctypes.get_errno()
         if code in (errno.EOPNOTSUPP, errno.ENOSYS):
             raise HolesUnsupported(code, os.strerror(code))

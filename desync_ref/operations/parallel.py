@@ -10,16 +10,14 @@ Spec: spec/store.md.
 
 from __future__ import annotations
 
-import functools
 import os
 import signal
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
-if TYPE_CHECKING:
-    import ctypes
+from desync_ref.fs.libc import libc
 
 # prctl option that sends the caller a signal when its parent dies (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
@@ -63,18 +61,11 @@ def run_all(fn: Callable[[T], object], items: Iterable[T], workers: int) -> None
         pass
 
 
-@functools.cache
-def _libc() -> ctypes.CDLL:
-    import ctypes  # only where a worker starts: a plain run never loads ctypes
-
-    return ctypes.CDLL(None, use_errno=True)
-
-
 def die_with_parent(parent: int, sig: int = signal.SIGKILL, status: int = 1) -> None:
     """In a forked worker: be sent ``sig`` when the parent dies, so that a SIGKILLed
     command leaves no worker behind still writing (chunks into a store, an output); exit
     with ``status`` at once if the parent ``parent`` is gone already."""
-    _libc().prctl(PR_SET_PDEATHSIG, sig)
+    libc().prctl(PR_SET_PDEATHSIG, sig)
     if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(status)
 
@@ -86,7 +77,7 @@ def keep_heap(trim_threshold: int, mmap_threshold: int) -> None:
     every page of it in again (page faults are dear on these VMs). With the thresholds
     fixed above the blocks' size, the freed blocks are reused; peak memory is unchanged.
     Nothing happens where ``mallopt`` is missing (not glibc)."""
-    mallopt = getattr(_libc(), "mallopt", None)
+    mallopt = getattr(libc(), "mallopt", None)
     if mallopt is not None:
         mallopt(M_TRIM_THRESHOLD, trim_threshold)
         mallopt(M_MMAP_THRESHOLD, mmap_threshold)
@@ -97,7 +88,7 @@ def start_writeback(fd: int, offset: int, length: int) -> None:
     (``sync_file_range(SYNC_FILE_RANGE_WRITE)``, Linux): a hint, so the disk works while the
     worker computes and a final fsync finds little left; nothing is promised durable by it,
     and errors are left to that fsync."""
-    call = getattr(_libc(), "sync_file_range", None)
+    call = getattr(libc(), "sync_file_range", None)
     if call is None:
         return
     import ctypes

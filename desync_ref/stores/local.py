@@ -176,7 +176,7 @@ class LocalStore:
         None where it does not apply (an encrypted store, or skip-verify: get_chunk then)."""
         if self.form.encrypted or self.skip_verify:
             return None
-        return ChunkFileReader(self._root, self.form.compressed, digest, limit)
+        return ChunkFileReader(self._root, self.suffix, self.form.compressed, digest, limit)
 
     def reads_inline(self, uncompressed: bool) -> bool:
         # A page-cache read is cheaper than a thread hop when no conversion follows.
@@ -287,9 +287,8 @@ class ChunkFileReader:
     no fresh memory for the stored bytes: a new 64 KiB ``bytes`` per chunk is memory the
     kernel must fault in again and again."""
 
-    def __init__(self, root: str, compressed: bool, digest: Digest, limit: int) -> None:
-        self._root, self._compressed, self._digest = root, compressed, digest
-        self._suffix = COMPRESSED_CHUNK_SUFFIX if compressed else UNCOMPRESSED_CHUNK_SUFFIX
+    def __init__(self, root: str, suffix: str, compressed: bool, digest: Digest, limit: int) -> None:
+        self._root, self._suffix, self._compressed, self._digest = root, suffix, compressed, digest
         # A file that fills the buffer is handed to get_chunk (room for zstd's worst case).
         size = limit + (limit >> 8) + 4096 if compressed else limit + 1
         self._buffer = bytearray(size)
@@ -298,9 +297,8 @@ class ChunkFileReader:
     def read(self, chunk_id: bytes, size: int) -> bytes | memoryview | None:
         """The checked bytes of the chunk (plain: a view into the kept buffer, good until
         the next read), or None."""
-        hex_id = chunk_id.hex()
         try:
-            fd = os.open(f"{self._root}/{hex_id[:4]}/{hex_id}{self._suffix}",
+            fd = os.open(f"{self._root}/{chunk_file_name(chunk_id, self._suffix)}",
                          os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return None
