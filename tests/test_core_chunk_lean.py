@@ -1,7 +1,8 @@
 """The lean read path of extract's workers (spec/extract.md § "Lean store reads"):
 decompress_exact accepts only what decompress accepts, and gives the same bytes; the
-per-thread zstd decompressor survives a bad frame; ChunkFileReader gives checked bytes or
-None (the caller then asks get_chunk for the verdict); zero_blocks finds exactly the zero
+per-thread zstd decompressor survives a bad frame; raw_frame_content takes only frames of
+stored blocks that decompress takes, with the same bytes; ChunkFileReader gives checked bytes
+or None (the caller then asks get_chunk for the verdict); zero_blocks finds exactly the zero
 blocks a plain scan finds."""
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from desync_ref.formats.chunk import (
     decompress,
     decompress_exact,
     digest_function,
+    raw_frame_content,
 )
 from desync_ref.fs.holes import zero_blocks
 from desync_ref.stores import Chunk
@@ -118,6 +120,97 @@ def test_decompressor_is_reused_after_a_bad_frame() -> None:
         assert decompress(frame) == data
         assert decompress_exact(bad, len(data)) is None
         assert decompress_exact(frame, len(data)) == data
+
+
+# Frames of stored blocks, as incompressible data makes them: casync's form (no content
+# size; 128 KiB blocks), declared sizes of each field width, and small windows (blocks of
+# 1 KiB to 64 KiB: many blocks to gather).
+RAW_FRAMES = {
+    "casync": lambda d: compress(d),
+    "content size": lambda d: zstandard.ZstdCompressor().compress(d),
+    "window 2**10": lambda d: zstandard.ZstdCompressor(
+        compression_params=zstandard.ZstdCompressionParameters(window_log=10)).compress(d),
+    "window 2**16": lambda d: zstandard.ZstdCompressor(
+        compression_params=zstandard.ZstdCompressionParameters(
+            window_log=16, write_content_size=False)).compress(d),
+}
+
+
+def _raw_content(frame: bytes, size: int) -> bytes | None:
+    buffer = bytearray(frame) + bytearray(64)  # the reader's buffer is bigger than the file
+    start = raw_frame_content(buffer, len(frame), size)
+    return None if start < 0 else bytes(buffer[start:start + size])
+
+
+@pytest.mark.parametrize("form", sorted(RAW_FRAMES))
+@pytest.mark.parametrize("size", [1, 255, 256, 5000, 65535, 65536, 65792, 131072, 200_000, 262144])
+def test_raw_frames_are_taken_where_they_were_read(form: str, size: int) -> None:
+    data = random.Random(size).randbytes(size)
+    frame = RAW_FRAMES[form](data)
+    assert _raw_content(frame, size) == data == decompress(frame)
+    assert _raw_content(frame, size - 1) is None
+    assert _raw_content(frame, size + 1) is None
+
+
+def test_casync_raw_frames_are_taken() -> None:
+    """The chunk files casync wrote for the golden fixtures: its incompressible ones are
+    taken, with decompress's bytes; the others are left to the decoder."""
+    taken = 0
+    for path in sorted(Path("fixtures/golden").rglob("*.cacnk")):
+        if path.is_symlink():
+            continue
+        frame = path.read_bytes()
+        data = decompress(frame)
+        got = _raw_content(frame, len(data))
+        assert got in (None, data), path
+        taken += got is not None
+    assert taken >= 20
+
+
+def test_raw_frames_refused() -> None:
+    data = random.Random(2).randbytes(70_000)
+    frame = compress(data)
+    refused = {
+        "compressible": compress(bytes(70_000)),
+        "checksum": zstandard.ZstdCompressor(write_checksum=True).compress(data),
+        "one byte after": frame + b"\x00",
+        "a second frame": frame + frame,
+        "cut short": frame[:-1],
+        "header only": frame[:9],
+        "empty": b"",
+        "no last block": frame[:6] + bytes([frame[6] & 0xFE]) + frame[7:],
+        "block past the window": frame[:5] + b"\x00" + frame[6:],  # 1 KiB window
+    }
+    for name, blob in refused.items():
+        assert _raw_content(blob, len(data)) is None, name
+        if name != "compressible":
+            with pytest.raises(ChunkInvalid):
+                decompress(blob) if name != "checksum" else decompress(blob[:-1])
+
+
+def test_raw_never_accepts_what_decompress_refuses() -> None:
+    """Damaged frames of stored blocks: whatever raw_frame_content takes, decompress takes
+    too, with the same bytes."""
+    rng = random.Random(13)
+    accepted = 0
+    for n in range(3000):
+        size = rng.choice((300, 5000, 70_000, 140_000))
+        data = rng.randbytes(size)
+        frame = bytearray(RAW_FRAMES[rng.choice(sorted(RAW_FRAMES))](data))
+        for _ in range(rng.randrange(1, 3)):
+            at = rng.randrange(min(len(frame), 16) if rng.randrange(2) else len(frame))
+            action = rng.randrange(4)
+            if action == 0:
+                frame[at] ^= 1 << rng.randrange(8)
+            elif action == 1:
+                del frame[at:at + rng.randrange(1, 4)]
+            elif action == 2:
+                frame[at:at] = rng.randbytes(rng.randrange(1, 4))
+        got = _raw_content(bytes(frame), size)
+        if got is not None:
+            accepted += 1
+            assert decompress(bytes(frame), limit=size) == got, n
+    assert accepted > 500
 
 
 def _store(tmp_path: Path, uncompressed: bool = False) -> tuple[LocalStore, list[bytes]]:

@@ -331,6 +331,73 @@ def decompress_exact(blob: bytes | memoryview, size: int) -> bytes | None:
     return data if len(data) == size else None
 
 
+# The zstd frames raw_frame_content takes (RFC 8878, 3.1.1.1): a Frame_Header_Descriptor
+# with no checksum, no dictionary, the reserved and unused bits clear: casync's and our frames
+# (FHD 0x00: a window, no content size) and those with a content size, single-segment or not.
+_FHD_REFUSED_BITS: Final = 0x1F  # unused, reserved, checksum, dictionary
+_FHD_SINGLE_SEGMENT: Final = 0x20
+_FCS_FIELD_SIZE: Final = ((0, 2, 4, 8), (1, 2, 4, 8))  # [Single_Segment][FCS_flag]
+# zstd refuses windows above 2**27 by default (ZSTD_WINDOWLOG_LIMIT_DEFAULT, zstd.h).
+_ZSTD_WINDOW_LIMIT: Final = 1 << 27
+
+
+def raw_frame_content(buffer: bytearray, length: int, size: int) -> int:
+    """Where ``size`` bytes of content start in ``buffer[:length]`` when that is one zstd frame
+    made only of raw (stored) blocks that adds up to exactly ``size`` bytes with nothing
+    after it; -1 otherwise. Incompressible chunks (random data, compressed files) are stored
+    so, and their content is then taken where it was read instead of being decoded into new
+    memory: the blocks after the first are moved down over the block headers so that the
+    content is contiguous (``buffer`` is changed then).
+
+    Only a subset of what zstd decodes is taken (see _FHD_REFUSED_BITS; blocks no bigger than
+    zstd's Block_Maximum_Size, min(window, 128 KiB)), so this never accepts a frame that
+    :func:`decompress` refuses; anything else is -1 and goes to the decoder. There is no
+    content checksum to skip: frames carrying one are not taken.
+    """
+    if length < 9 or buffer[:4] != ZSTD_MAGIC:
+        return -1
+    descriptor = buffer[4]
+    if descriptor & _FHD_REFUSED_BITS:
+        return -1
+    single = descriptor & _FHD_SINGLE_SEGMENT
+    pos = 5
+    window = 0
+    if not single:  # Window_Descriptor: exponent and mantissa (RFC 8878, 3.1.1.1.2)
+        window_log = 10 + (buffer[5] >> 3)
+        window = (1 << window_log) + ((1 << window_log) >> 3) * (buffer[5] & 7)
+        pos = 6
+    fcs_size = _FCS_FIELD_SIZE[1 if single else 0][descriptor >> 6]
+    if fcs_size:
+        declared = int.from_bytes(buffer[pos:pos + fcs_size], "little")
+        if (declared + 256 if fcs_size == 2 else declared) != size:
+            return -1
+        pos += fcs_size
+    if single:
+        window = size  # a single segment's window is its content size
+    if window > _ZSTD_WINDOW_LIMIT:
+        return -1
+    block_max = min(window, _ZSTD_BLOCK_MAX)
+    start = end = pos  # content gathered so far: buffer[start:end]
+    view = memoryview(buffer)
+    while pos + _ZSTD_BLOCK_HEADER <= length:
+        header = buffer[pos] | buffer[pos + 1] << 8 | buffer[pos + 2] << 16
+        block = header >> 3
+        if (header >> 1) & 3 != _ZSTD_BLOCK_RAW or block > block_max:
+            return -1
+        pos += _ZSTD_BLOCK_HEADER
+        if pos + block > length:
+            return -1
+        if start == end:  # the first block: its content stays where it is
+            start = end = pos
+        elif block:
+            view[end:end + block] = view[pos:pos + block]  # memmove: the regions may overlap
+        end += block
+        pos += block
+        if header & 1:
+            return start if pos == length and end - start == size else -1
+    return -1
+
+
 class ChunkCheck:
     """A chunk's digest together with what its index says about it: the chunk's size and
     the index's max chunk size. It is a :data:`Digest` (calling it hashes), so it travels

@@ -33,6 +33,7 @@ from desync_ref.formats.chunk import (
     decompress_exact,
     is_temp_chunk_name,
     parse_chunk_path,
+    raw_frame_content,
 )
 from desync_ref.formats.index import Index, encode_index, parse_index
 from desync_ref.stores import Chunk
@@ -283,9 +284,11 @@ class ChunkFileReader:
     cleanly or check give None, and the caller asks :meth:`LocalStore.get_chunk`, whose
     verdict and message are the reference. What it accepts, get_chunk accepts too.
 
-    Fewer system calls than get_chunk (open, reads until end of file, close: no fstat) and
-    no fresh memory for the stored bytes: a new 64 KiB ``bytes`` per chunk is memory the
-    kernel must fault in again and again."""
+    Fewer system calls than get_chunk (open, one read, close: no fstat) and no fresh memory
+    for the stored bytes: a new 64 KiB ``bytes`` per chunk is memory the kernel must fault
+    in again and again. A frame of stored (raw) zstd blocks, which is what incompressible
+    data makes, is not decoded at all: its content is checked and written from the buffer
+    (formats/chunk.py ``raw_frame_content``)."""
 
     def __init__(self, root: str, suffix: str, compressed: bool, digest: Digest, limit: int) -> None:
         self._root, self._suffix, self._compressed, self._digest = root, suffix, compressed, digest
@@ -295,30 +298,32 @@ class ChunkFileReader:
         self._view = memoryview(self._buffer)
 
     def read(self, chunk_id: bytes, size: int) -> bytes | memoryview | None:
-        """The checked bytes of the chunk (plain: a view into the kept buffer, good until
-        the next read), or None."""
+        """The checked bytes of the chunk (a plain chunk or raw blocks: a view into the kept
+        buffer, good until the next read), or None."""
         try:
             fd = os.open(f"{self._root}/{chunk_file_name(chunk_id, self._suffix)}",
                          os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             return None
         view = self._view
-        filled = 0
         try:
-            while True:
-                got = os.readv(fd, (view[filled:],))
-                if got == 0:
-                    break
-                filled += got
-                if filled == len(view):
-                    return None
+            # One read: a regular file hands over all it has up to the buffer's size. A
+            # short read could only make the bytes fail their checks below, and then
+            # get_chunk reads the file again and gives the verdict.
+            filled = os.readv(fd, (view,))
         except OSError:
             return None
         finally:
             os.close(fd)
-        blob = view[:filled]
-        data = decompress_exact(blob, size) if self._compressed else blob if filled == size else None
-        # (hashlib takes any buffer: a plain chunk is hashed where it was read)
+        if filled == len(view):
+            return None
+        data: memoryview | bytes | None
+        if not self._compressed:
+            data = view[:filled] if filled == size else None
+        else:
+            start = raw_frame_content(self._buffer, filled, size)
+            data = view[start:start + size] if start >= 0 else decompress_exact(view[:filled], size)
+        # (hashlib takes any buffer: the content is hashed where it was read)
         if data is None or self._digest(data) != chunk_id:  # type: ignore[arg-type]
             return None
         return data
