@@ -174,11 +174,14 @@ def write_with_holes(fd: int, data: bytes | memoryview, offset: int, *, block: i
     zeros of the partial blocks at either end are left out too. Returns the bytes left as
     holes. The caller falls back to plain writes on ``HolesUnsupported``."""
     view = memoryview(data).cast("B")
-    position = 0
-    skipped = 0
     runs = zero_blocks(view, offset, block)
     if fresh:
         _partial_ends(view, offset, block, runs)
+    if not runs:  # the common case (every chunk of random data): one write
+        write_at(fd, view, offset)
+        return 0
+    position = 0
+    skipped = 0
     for start, stop in runs:
         write_at(fd, view[position:start], offset + position)
         if not fresh:
@@ -216,11 +219,12 @@ def _partial_ends(view: memoryview, offset: int, block: int,
 
 def write_at(fd: int, data: bytes | memoryview, offset: int) -> None:
     """All of ``data`` at ``offset``: ``pwrite`` may write less than it was given."""
+    written = os.pwrite(fd, data, offset)
     view = memoryview(data)
-    while view:
-        written = os.pwrite(fd, view, offset)
+    while written < len(view):  # rare: a partial write
         if written <= 0:  # no progress and no error: give up rather than spin
             raise OSError(errno.EIO, os.strerror(errno.EIO))
         view = view[written:]
         offset += written
+        written = os.pwrite(fd, view, offset)
 
