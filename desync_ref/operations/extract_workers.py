@@ -35,6 +35,7 @@ import gc
 import signal
 
 from desync_ref.errors import DesyncRefError
+from desync_ref.fs.libc import libc
 from desync_ref.operations.assemble import Assembler, Done, ExtractStats, Run, Unit, assembler
 from desync_ref.operations.forkpool import ForkPool
 from desync_ref.operations.parallel import die_with_parent, keep_heap, start_writeback
@@ -88,6 +89,9 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     # the fork, a collection in the parent or a worker would write to every object's header
     # and so copy every page they share (thousands of page faults on each side).
     gc.freeze()
+    # The C library (ctypes) for _start's prctl and mallopt: opened once here, inherited,
+    # rather than in every worker before its first task.
+    libc()
     try:
         # The workers are forked here, each running _start once.
         with ForkPool(_run_task, processes, start=_start,
