@@ -150,6 +150,31 @@ def test_a_killed_worker_is_an_error_not_a_hang() -> None:
     assert got == [(n,) for n in range(len(got))] and len(got) <= 3
 
 
+def _second_dies(directory: str) -> None:
+    """Worker start: the first to come lives, the second exits at once."""
+    try:
+        os.close(os.open(os.path.join(directory, "first"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        os._exit(3)
+
+
+def _slow_echo(task: tuple[int]) -> tuple[int]:
+    time.sleep(0.05)
+    return task
+
+
+def test_a_worker_dead_while_the_others_finish_their_tasks(tmp_path: Path) -> None:
+    """One worker exits before its first task; the other delivers every task it took, but
+    the tasks not yet handed out are not silently dropped: the death is the error."""
+    got = []
+    with pytest.raises(DesyncRefError, match=r"^a worker died$"), \
+            ForkPool(_slow_echo, 2, start=lambda _: _second_dies(str(tmp_path)),
+                     died="a worker died") as pool:
+        for result in pool.ordered([(n,) for n in range(12)]):
+            got.append(result)
+    assert got == [(n,) for n in range(len(got))] and len(got) < 12
+
+
 def _sleep_then_note(task: tuple[int, str]) -> tuple[int]:
     number, directory = task
     with open(os.path.join(directory, "started"), "a") as log:

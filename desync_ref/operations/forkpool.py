@@ -11,23 +11,25 @@ an error), so the workers run their first task within a few milliseconds.
 
 What crosses (spec/extract.md § "Worker processes"):
 
-* Each worker has its own task pipe (parent to worker) and result pipe (worker to parent).
-  A record is a header (task number, kind, payload length) and a payload: a tuple of
-  integers packed as 64-bit integers, or, for anything else, a pickle. The worker inherits
-  everything else (the function, its data) through the fork.
-* At most ``2 * processes`` tasks are out at once (handed out, no result yet), each to the
-  worker with the fewest out; a worker slow on one task thus holds at most one more. The
-  results are yielded in task order, and an exception a task raised is raised in its turn,
-  so the first error in task order is the one the caller sees (as ``ordered_map`` in
-  operations/parallel.py does for threads).
-* A worker exits when its task pipe reaches end of file (the parent closed it) and never
+* The workers share one task pipe (parent to workers) and each has a result pipe of its
+  own (worker to parent). A record is a header (task number, kind, payload length) and a
+  payload: a tuple of integers packed as 64-bit integers, or, for anything else, a pickle.
+  A task record is padded to TASK_RECORD bytes, written with one ``write`` (atomic: less
+  than ``PIPE_BUF``) and read with one ``read`` of that size, so a worker free to work
+  takes exactly the next task, whole, and tasks are small: the worker inherits everything
+  else (the function, its data) through the fork.
+* At most ``2 * processes`` tasks are out at once (handed out, no result yet), so a
+  worker slow on one task holds only that one. The results are yielded in task order, and
+  an exception a task raised is raised in its turn, so the first error in task order is
+  the one the caller sees (as ``ordered_map`` in operations/parallel.py does for threads).
+* A worker exits when the task pipe reaches end of file (the parent closed it) and never
   returns into the parent's stack: the child's whole life is wrapped so that it ends in
   ``os._exit`` (no ``atexit`` handler, no ``finally`` of the parent's frames runs twice,
   no buffered output of the parent is flushed again).
 * End of file on a result pipe before the parent closed the tasks means the worker died
   (killed, the OOM killer): the pool is broken, and the first task without a result raises
   ``DesyncRefError(died)``, the caller's message.
-* Leaving the pool normally closes the task pipes and reaps the workers; leaving it with an
+* Leaving the pool normally closes the task pipe and reaps the workers; leaving it with an
   exception (an error result, Ctrl-C in the parent) SIGKILLs them first, so no worker is
   left running or unreaped when the exception propagates.
 
@@ -57,18 +59,18 @@ R = TypeVar("R")
 # A record's header: task number, kind, payload length.
 _HEAD = struct.Struct("<qBI")
 _INTS, _PICKLE, _RAISED = 0, 1, 2
+# The size of every task record: under PIPE_BUF (4096 on Linux, at least 512 by POSIX) so
+# one write is atomic, and 2 * processes of them fit in a pipe's 64 KiB up to 128 workers.
+TASK_RECORD = 256
 
 
 class _Worker:
-    __slots__ = ("alive", "buffer", "out", "pid", "results", "tasks")
+    __slots__ = ("buffer", "pid", "results")
 
-    def __init__(self, pid: int, tasks: int, results: int) -> None:
+    def __init__(self, pid: int, results: int) -> None:
         self.pid = pid
-        self.tasks = tasks  # write end of its task pipe
         self.results = results  # read end of its result pipe
-        self.out = 0  # tasks handed to it without a result yet
         self.buffer = bytearray()
-        self.alive = True
 
 
 class ForkPool(Generic[T, R]):
@@ -83,6 +85,7 @@ class ForkPool(Generic[T, R]):
         self._processes = max(1, processes)
         self._start = start
         self._died = died
+        self._tasks = -1  # write end of the task pipe
         self._workers: list[_Worker] = []
         self._by_fd: dict[int, _Worker] = {}
         self._poll: select.poll | None = None
@@ -107,41 +110,48 @@ class ForkPool(Generic[T, R]):
 
         self._poll = poll = select.poll()
         parent = os.getpid()
-        for _ in range(self._processes):
-            task_read, task_write = os.pipe()
-            result_read, result_write = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # the worker: never leaves this branch but through os._exit
-                code = 1
-                try:
-                    os.close(task_write)
-                    os.close(result_read)
-                    for worker in self._workers:  # the other workers' ends, inherited
-                        os.close(worker.tasks)
-                        os.close(worker.results)
-                    self._workers = []
-                    code = _serve(self._run, self._start, parent, task_read, result_write)
-                except BaseException:  # reported as the worker's death by the parent
-                    pass
-                finally:
-                    os._exit(code)
+        task_read, self._tasks = os.pipe()
+        try:
+            for _ in range(self._processes):
+                result_read, result_write = os.pipe()
+                pid = os.fork()
+                if pid == 0:  # the worker: never leaves this branch but through os._exit
+                    code = 1
+                    try:
+                        os.close(self._tasks)
+                        os.close(result_read)
+                        for worker in self._workers:  # the others' result pipes, inherited
+                            os.close(worker.results)
+                        self._workers = []
+                        code = _serve(self._run, self._start, parent, task_read, result_write)
+                    except BaseException:  # reported as the worker's death by the parent
+                        pass
+                    finally:
+                        os._exit(code)
+                os.close(result_write)
+                worker = _Worker(pid, result_read)
+                self._workers.append(worker)
+                self._by_fd[result_read] = worker
+                poll.register(result_read, select.POLLIN)
+        finally:
+            # Only the workers read tasks: with all of them gone a write fails (EPIPE)
+            # rather than waiting.
             os.close(task_read)
-            os.close(result_write)
-            worker = _Worker(pid, task_write, result_read)
-            self._workers.append(worker)
-            self._by_fd[result_read] = worker
-            poll.register(result_read, select.POLLIN)
 
     def ordered(self, tasks: Iterable[T]) -> Iterator[R]:
         """Hand out the first ``2 * processes`` tasks now, and return the results in task
-        order as they come back (each result taken hands out the next task)."""
+        order as they come back (each result taken in hands out the next task)."""
         pending = iter(tasks)
         handed = self._hand_out(pending, 0)
         return self._ordered(pending, handed)
 
     def _ordered(self, pending: Iterator[T], handed: int) -> Iterator[R]:
         number = 0
-        while number < handed:
+        while True:
+            if number == handed:  # nothing out: all tasks done, or none handed out since
+                if self._broken and next(pending, _END) is not _END:
+                    raise DesyncRefError(self._died)
+                return
             found = self._results.pop(number, None)
             if found is None:
                 if self._broken:
@@ -155,22 +165,24 @@ class ForkPool(Generic[T, R]):
                 assert isinstance(value, BaseException)
                 raise value
             yield cast(R, value)
-            handed = self._hand_out(pending, handed)
 
     def _hand_out(self, pending: Iterator[T], handed: int) -> int:
-        """Tasks to the least busy workers until ``2 * processes`` are out; the number of
-        tasks handed out so far."""
+        """Tasks into the task pipe until ``2 * processes`` are out; the number of tasks
+        handed out so far."""
         while self._out < 2 * self._processes and not self._broken:
             task = next(pending, _END)
             if task is _END:
                 break
-            worker = min((w for w in self._workers if w.alive), key=lambda w: w.out)
+            record = _record(handed, task)
+            if len(record) > TASK_RECORD:
+                raise ValueError(f"a task of {len(record)} bytes: tasks are records of "
+                                 f"{TASK_RECORD} bytes at most")
             try:
-                _write_all(worker.tasks, _record(handed, task))
-            except BrokenPipeError:  # it died; its result pipe says so too
+                # One write of less than PIPE_BUF: whole or not at all, never split.
+                os.write(self._tasks, record.ljust(TASK_RECORD, b"\0"))
+            except BrokenPipeError:  # every worker is gone; their result pipes say so too
                 self._broken = True
                 break
-            worker.out += 1
             self._out += 1
             handed += 1
         return handed
@@ -184,7 +196,6 @@ class ForkPool(Generic[T, R]):
             data = os.read(fd, 1 << 16)
             if not data:  # end of file: the worker exited before the tasks ended
                 poll.unregister(fd)
-                worker.alive = False
                 self._broken = True
                 continue
             buffer = worker.buffer
@@ -196,16 +207,17 @@ class ForkPool(Generic[T, R]):
                     break
                 self._results[number] = kind, _decode(kind, bytes(buffer[_HEAD.size:end]))
                 del buffer[:end]
-                worker.out -= 1
                 self._out -= 1
 
     def _stop(self, kill: bool) -> None:
-        """Close the task pipes (the workers exit at end of file) or, with ``kill``,
+        """Close the task pipe (the workers exit at end of file) or, with ``kill``,
         SIGKILL the workers; then reap every one."""
         workers, self._workers = self._workers, []
-        for worker in workers:
-            os.close(worker.tasks)
-            if kill:
+        if self._tasks >= 0:
+            os.close(self._tasks)
+            self._tasks = -1
+        if kill:
+            for worker in workers:
                 _kill(worker.pid)
         try:
             for worker in workers:
@@ -233,16 +245,18 @@ def _serve(run: Callable[[T], object], start: Callable[[int], None] | None, pare
     if start is not None:
         start(parent)
     while True:
-        head = _read_exact(tasks, _HEAD.size)
-        if not head:
+        record = os.read(tasks, TASK_RECORD)  # one whole record: the parent wrote it so
+        if not record:
             return 0
-        number, kind, length = _HEAD.unpack(head)
-        task = cast(T, _decode(kind, _read_exact(tasks, length)))
+        if len(record) != TASK_RECORD:
+            return 1
+        number, kind, length = _HEAD.unpack_from(record)
+        task = cast(T, _decode(kind, record[_HEAD.size:_HEAD.size + length]))
         try:
-            record = _record(number, run(task))
+            reply = _record(number, run(task))
         except Exception as exc:  # raised in the parent in its turn
-            record = _raised(number, exc)
-        _write_all(results, record)
+            reply = _raised(number, exc)
+        _write_all(results, reply)
 
 
 def _record(number: int, value: object) -> bytes:
@@ -276,20 +290,6 @@ def _decode(kind: int, payload: bytes) -> object:
     import pickle
 
     return pickle.loads(payload)
-
-
-def _read_exact(fd: int, size: int) -> bytes:
-    """``size`` bytes from ``fd``; empty at end of file before the first byte."""
-    data = os.read(fd, size)
-    if not data or len(data) == size:
-        return data
-    parts = [data]
-    while size > (got := sum(map(len, parts))):
-        more = os.read(fd, size - got)
-        if not more:
-            raise EOFError("a record cut short")
-        parts.append(more)
-    return b"".join(parts)
 
 
 def _write_all(fd: int, data: bytes) -> None:
