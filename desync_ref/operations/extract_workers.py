@@ -37,7 +37,6 @@ import signal
 from desync_ref.errors import DesyncRefError
 from desync_ref.fs.libc import libc
 from desync_ref.operations.assemble import Assembler, Done, ExtractStats, Run, Unit, assembler
-from desync_ref.operations.forkpool import ForkPool
 from desync_ref.operations.parallel import die_with_parent, keep_heap, start_writeback
 from desync_ref.stores import Store
 from desync_ref.stores.local import ChunkFileReader, LocalStore
@@ -79,6 +78,8 @@ def can_use(store: Store, work: Assembler, runs: list[Run], processes: int) -> b
 
 def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     """Write the runs of a checked plan with ``processes`` worker processes."""
+    from desync_ref.operations.forkpool import ForkPool  # here: small extracts never need it
+
     global _work, _units
     units = work.units(runs)
     parallel = [u for u in units if u[0][0] in (assembler.RUN_STORE, assembler.RUN_SEED)]
