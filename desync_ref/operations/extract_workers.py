@@ -11,11 +11,11 @@ Tasks are handed out so that ``2 * processes`` of them (of about TASK_BYTES each
 any time, whatever the size of the output; their results (counts) are taken in plan order,
 so the first error in plan order is the one reported (the thread path's rule).
 
-The workers are forked by operations/forkpool.py (``os.fork`` and one pair of pipes per
-worker, no ``multiprocessing``: its imports and threads cost tens of milliseconds before
-the first task ran). They inherit the plan through the module globals below, run
-``_start`` once, then take tasks ``(first, end)`` (ranges of ``_units``) and send back
-counts as five integers, or a failure (pickled).
+The workers are forked by operations/forkpool.py (``os.fork``, one shared task pipe and a
+result pipe per worker, no ``multiprocessing``: its imports and threads cost tens of
+milliseconds before the first task ran). They inherit the plan through the module globals
+below, run ``_start`` once, then take tasks ``(first, end)`` (ranges of ``_units``) and
+send back counts as five integers, or a failure (pickled).
 
 Store runs take a lean way in the workers (``_write_store``): each chunk file is read into
 one kept buffer, decoded, checked and written at once (stores/local.py ``ChunkFileReader``);
