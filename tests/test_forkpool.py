@@ -278,3 +278,18 @@ def test_cli_a_killed_worker_is_one_line_and_exit_1(tmp_path: Path, casync: str)
     assert proc.returncode == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blob", "blob.caibx", "s"]
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+def test_leaving_with_results_unread_does_not_wait_for_ever() -> None:
+    """A caller that stops taking results (leaves the loop, no error) while workers still
+    write results larger than a pipe holds: the workers are not left blocked on a full
+    result pipe with the parent waiting for them to exit."""
+    code = ("from desync_ref.operations.forkpool import ForkPool\n"
+            "def big(task):\n    return 'x' * 200_000\n"
+            "with ForkPool(big, 2) as pool:\n"
+            "    results = pool.ordered([(n,) for n in range(10)])\n"
+            "    assert next(results) == 'x' * 200_000\n"
+            "print('left')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout == "left\n"

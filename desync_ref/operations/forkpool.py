@@ -216,8 +216,11 @@ class ForkPool(Generic[T, R]):
         if self._tasks >= 0:
             os.close(self._tasks)
             self._tasks = -1
-        if kill:
-            for worker in workers:
+        for worker in workers:
+            # Closed before waiting: a worker blocked writing a result nobody will take
+            # (results left unread) gets EPIPE and exits instead of waiting for ever.
+            os.close(worker.results)
+            if kill:
                 _kill(worker.pid)
         try:
             for worker in workers:
@@ -231,9 +234,6 @@ class ForkPool(Generic[T, R]):
                 if worker.pid:
                     _reap(worker.pid)
             raise
-        finally:
-            for worker in workers:
-                os.close(worker.results)
 
 
 _END = object()
