@@ -11,6 +11,12 @@ Tasks are handed out so that ``2 * processes`` of them (of about TASK_BYTES each
 any time, whatever the size of the output; their results (counts) are taken in plan order,
 so the first error in plan order is the one reported (the thread path's rule).
 
+The workers are forked by operations/forkpool.py (``os.fork``, one shared task pipe and a
+result pipe per worker, no ``multiprocessing``: its imports and threads cost tens of
+milliseconds before the first task ran). They inherit the plan through the module globals
+below, run ``_start`` once, then take tasks ``(first, end)`` (ranges of ``_units``) and
+send back counts as five integers, or a failure (pickled).
+
 Store runs take a lean way in the workers (``_write_store``): each chunk file is read into
 one kept buffer, decoded, checked and written at once (stores/local.py ``ChunkFileReader``);
 a chunk it does not take goes through the chunk source, whose verdict and message are the
@@ -26,11 +32,10 @@ Spec: spec/extract.md § "Worker processes", § "Lean store reads".
 from __future__ import annotations
 
 import gc
-import os
 import signal
-from collections import deque
 
 from desync_ref.errors import DesyncRefError
+from desync_ref.fs.libc import libc
 from desync_ref.operations.assemble import Assembler, Done, ExtractStats, Run, Unit, assembler
 from desync_ref.operations.parallel import die_with_parent, keep_heap, start_writeback
 from desync_ref.stores import Store
@@ -73,64 +78,40 @@ def can_use(store: Store, work: Assembler, runs: list[Run], processes: int) -> b
 
 def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     """Write the runs of a checked plan with ``processes`` worker processes."""
-    import multiprocessing  # here: an extract too small for workers never loads it
-    from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+    from desync_ref.operations.forkpool import ForkPool  # here: small extracts never need it
 
     global _work, _units
     units = work.units(runs)
     parallel = [u for u in units if u[0][0] in (assembler.RUN_STORE, assembler.RUN_SEED)]
     tasks = _tasks(work, parallel)
     _work, _units = work, parallel
-    context = multiprocessing.get_context("fork")
     bar = None
     # What exists now (the plan, the index, every module) leaves the collector's view: after
     # the fork, a collection in the parent or a worker would write to every object's header
     # and so copy every page they share (thousands of page faults on each side).
     gc.freeze()
+    # The C library (ctypes) for _start's prctl and mallopt: opened once here, inherited,
+    # rather than in every worker before its first task.
+    libc()
     try:
-        with ProcessPoolExecutor(max_workers=processes, mp_context=context,
-                                 initializer=_start, initargs=(os.getpid(),)) as pool:
-            window: deque[Future[Counts | Failure]] = deque()
-            pending = iter(tasks)
-
-            def refill() -> None:
-                """Keep ``2 * processes`` tasks running: results wait in ``window`` to be
-                taken in plan order, but a worker stalled on one task (descheduled on a busy
-                machine) does not hold the others' next tasks back."""
-                running = sum(not future.done() for future in window)
-                for task in pending:
-                    window.append(pool.submit(_run_task, task))
-                    running += 1
-                    if running >= 2 * processes:
-                        break
-
-            try:
-                refill()  # the first submit forks the workers
-                bar = work.bar()
-                for run, first, end in units:  # the parent's share, while the workers work
-                    if run[0] in (assembler.RUN_ZERO, assembler.RUN_IN_PLACE):
-                        work.write(run, first, end, Done([]))
-                        bar.update(end - first)
-                while window:
-                    if not window[0].done():
-                        wait([f for f in window if not f.done()], return_when=FIRST_COMPLETED)
-                        refill()
-                        continue
-                    try:
-                        result = window.popleft().result()
-                    except BrokenProcessPool:  # killed (the OOM killer, a signal)
-                        raise DesyncRefError(f"a worker process writing {work.target} "
-                                             "died") from None
-                    _raise_failure(result)
-                    counts = _counts(result)
-                    work.count(Done([], from_seed=counts[1], from_store=counts[2],
-                                    copied=counts[3], cloned=counts[4]))
-                    bar.update(counts[0])
-                    refill()
-            finally:
-                for future in window:
-                    future.cancel()
+        # The workers are forked here, each running _start once.
+        with ForkPool(_run_task, processes, start=_start,
+                      died=f"a worker process writing {work.target} died") as pool:
+            # The first 2 * processes tasks go out now; later ones as results come back, so
+            # a worker stalled on one task (descheduled on a busy machine) does not hold the
+            # others' next tasks back. Results come in plan order.
+            results = pool.ordered(tasks)
+            bar = work.bar()
+            for run, first, end in units:  # the parent's share, while the workers work
+                if run[0] in (assembler.RUN_ZERO, assembler.RUN_IN_PLACE):
+                    work.write(run, first, end, Done([]))
+                    bar.update(end - first)
+            for result in results:
+                _raise_failure(result)
+                counts = _counts(result)
+                work.count(Done([], from_seed=counts[1], from_store=counts[2],
+                                copied=counts[3], cloned=counts[4]))
+                bar.update(counts[0])
         for run, first, end in units:  # sources all written now: earlier runs, any share
             if run[0] == assembler.RUN_SELF:
                 work.write(run, first, end, Done([]))
@@ -199,7 +180,7 @@ def _run_task(task: tuple[int, int]) -> Counts | Failure:
             cloned += done.cloned
         _start_writeback(work, task)
     except DesyncRefError as exc:
-        import pickle  # loaded already in a worker (multiprocessing uses it)
+        import pickle  # only on an error: a worker's result is counts otherwise
 
         attributes = dict(vars(exc))
         try:
