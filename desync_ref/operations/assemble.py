@@ -131,8 +131,9 @@ class Assembler:
 
     def marks(self) -> list[int]:
         """Per chunk: already in place (-k), all zeros, or neither."""
-        marks = [assembler.MARK_ZERO if self.source.is_zero(c) else assembler.MARK_NONE
-                 for c in self.chunks]
+        marks = [assembler.MARK_NONE] * len(self.chunks)
+        for n in self.source.zeros_among(self.ids, self.sizes):
+            marks[n] = assembler.MARK_ZERO
         if not self.in_place or self.blank:
             return marks
         digest = self.source.digest
