@@ -40,7 +40,9 @@ class ChunkSource:
     def __init__(self, store: Store, index: Index) -> None:
         self.store = store
         self.digest = digest_function(index.digest)
-        self._remaining = _repeated(index.chunks)
+        # Repeated ids, counted on first use: extract replaces them (expect) before any.
+        self._chunks = index.chunks
+        self._repeats: dict[bytes, int] | None = None
         self._kept: dict[bytes, bytes] = {}
         self._kept_bytes = 0
         # Runs of zeros chunk into max-size pieces (the window hash is constant), plus
@@ -58,9 +60,15 @@ class ChunkSource:
     def expect(self, chunks: list[IndexChunk]) -> None:
         """Only these entries will be fetched (extract takes the others from seeds or the
         output itself): keep in memory only the chunks repeated among them."""
-        remaining = _repeated(chunks)
+        repeats = _repeated(chunks)
         with self._lock:
-            self._remaining = remaining
+            self._repeats = repeats
+
+    def _remaining(self) -> dict[bytes, int]:
+        """Uses left of each repeated id (called with the lock held)."""
+        if self._repeats is None:
+            self._repeats = _repeated(self._chunks)
+        return self._repeats
 
     def is_zero(self, chunk: IndexChunk) -> bool:
         return self._zero_ids.get(chunk.id) == chunk.size
@@ -87,18 +95,19 @@ class ChunkSource:
             kept = self.store.get_chunk(chunk.id, check).data()
             with self._lock:
                 self.fetched += 1
-                if (chunk.id in self._remaining and chunk.id not in self._kept
+                if (chunk.id in self._remaining() and chunk.id not in self._kept
                         and self._kept_bytes + len(kept) <= self.keep_budget):
                     self._kept[chunk.id] = kept
                     self._kept_bytes += len(kept)
         with self._lock:
-            left = self._remaining.get(chunk.id)
+            remaining = self._remaining()
+            left = remaining.get(chunk.id)
             if left is not None:
                 if left <= 1:
                     dropped = self._kept.pop(chunk.id, None)
                     if dropped is not None:
                         self._kept_bytes -= len(dropped)
-                    del self._remaining[chunk.id]
+                    del remaining[chunk.id]
                 else:
-                    self._remaining[chunk.id] = left - 1
+                    remaining[chunk.id] = left - 1
         return kept
