@@ -120,3 +120,29 @@ def test_the_first_damaged_item_is_named(damage: list[tuple[int, int]], message:
     with pytest.raises(InvalidFormat) as caught:
         parse_index(raw)
     assert str(caught.value) == message
+
+
+def test_reading_an_index_leaves_the_collector_as_it_was(tmp_path: Path) -> None:
+    """read_index holds the cyclic collector off while it parses: afterwards it is on again
+    (also when the index is refused), and one that was off stays off."""
+    import gc
+
+    from desync_ref.operations.files import read_index
+
+    good, bad = tmp_path / "good.caibx", tmp_path / "bad.caibx"
+    good.write_bytes(encode_index(sample_index()))
+    bad.write_bytes(_corrupt(encode_index(sample_index()), 64 + 40, 100))
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        assert read_index(str(good)) == sample_index()
+        assert gc.isenabled()
+        with pytest.raises(InvalidFormat, match="item 1: offset 100 is not increasing"):
+            read_index(str(bad))
+        assert gc.isenabled()
+        gc.disable()
+        assert read_index(str(good)) == sample_index()
+        assert not gc.isenabled()
+    finally:
+        if was:
+            gc.enable()
