@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from itertools import repeat
-from operator import sub
+from operator import itemgetter, sub
 from typing import TYPE_CHECKING, BinaryIO, Final, NamedTuple, cast
 
 from desync_ref.errors import InvalidFormat
@@ -42,6 +42,10 @@ _INDEX_HEADER = struct.Struct("<6Q")
 _TABLE_HEADER = struct.Struct("<2Q")
 _TABLE_ITEM = struct.Struct(f"<Q{CA_CHUNK_ID_SIZE}s")
 _TABLE_TAIL = struct.Struct("<5Q")
+# One field of every item, for parse_index's whole-table passes.
+_ITEM_END = struct.Struct(f"<Q{CA_CHUNK_ID_SIZE}x")
+_ITEM_ID = struct.Struct(f"<8x{CA_CHUNK_ID_SIZE}s")
+_FIRST = itemgetter(0)
 
 
 class IndexChunk(NamedTuple):
@@ -210,12 +214,14 @@ def parse_index(data: bytes) -> Index:
             raise InvalidFormat(damage.message)
     if not count:
         return Index(flags, cmin, cavg, cmax, [])
-    # The whole table in C-level passes: ends and ids apart, starts are the ends shifted by
-    # one, sizes their differences; only a table that fails the checks is walked item by
+    # The whole table in C-level passes: the ends, then the ids; starts are the ends shifted
+    # by one, sizes their differences; only a table that fails the checks is walked item by
     # item, to name the first bad item as casync (reading them in order) would.
     table = memoryview(data)[INDEX_HEADER_SIZE + TABLE_HEADER_SIZE:][:count * TABLE_ITEM_SIZE]
-    ends, ids = zip(*_TABLE_ITEM.iter_unpack(table), strict=True)
-    starts = (0, *ends[:-1])
+    ends = list(map(_FIRST, _ITEM_END.iter_unpack(table)))
+    ids = map(_FIRST, _ITEM_ID.iter_unpack(table))
+    starts = [0]
+    starts += ends[:-1]
     sizes = list(map(sub, ends, starts))
     if min(sizes) <= 0 or max(sizes) > cmax:
         damage = _first_item_damage(data, count, cmax)
