@@ -80,3 +80,69 @@ def test_layout_offsets() -> None:
     assert struct.unpack_from("<Q", raw, first_item)[0] == 100
     assert struct.unpack_from("<Q", raw, first_item + TABLE_ITEM_SIZE)[0] == 150
     assert raw[first_item + 8:first_item + 40] == bytes([1]) * 32
+
+
+def _table(sizes: list[int], cmax: int = 256) -> bytes:
+    chunks, start = [], 0
+    for n, size in enumerate(sizes):
+        chunks.append(IndexChunk(start, size, bytes([n]) * 32))
+        start += size
+    return encode_index(Index(0xB000000000000000, 16, 64, cmax, chunks))
+
+
+def test_entries_are_the_table_walked_item_by_item() -> None:
+    """Every entry's start, size, end and id as the raw table says, including a chunk of
+    exactly the max size, first and last."""
+    sizes = [256, 17, 256, 100, 1, 255, 256]
+    raw = _table(sizes)
+    index = parse_index(raw)
+    start, at = 0, INDEX_HEADER_SIZE + TABLE_HEADER_SIZE
+    for chunk in index.chunks:
+        end, chunk_id = struct.unpack_from("<Q32s", raw, at)
+        assert (chunk.start, chunk.size, chunk.end, chunk.id) == (start, end - start, end, chunk_id)
+        start, at = end, at + TABLE_ITEM_SIZE
+    assert [c.size for c in index.chunks] == sizes and index.length == sum(sizes)
+    assert encode_index(index) == raw
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    # (item, new end offset): only the first damaged item, in table order, is named.
+    ([(6, 2000)], "index table item 6: chunk of 1371 bytes exceeds max 256"),
+    ([(3, 100)], "index table item 3: offset 100 is not increasing"),
+    ([(5, 400), (2, 400)], "index table item 2: chunk of 383 bytes exceeds max 256"),
+    ([(4, 300), (1, 5)], "index table item 1: offset 5 is not increasing"),
+    ([(0, 0)], "index table item 0: offset 0 is not increasing"),
+])
+def test_the_first_damaged_item_is_named(damage: list[tuple[int, int]], message: str) -> None:
+    raw = _table([10, 7, 256, 100, 1, 255, 200])
+    for item, end in damage:
+        raw = _corrupt(raw, INDEX_HEADER_SIZE + TABLE_HEADER_SIZE + item * TABLE_ITEM_SIZE, end)
+    with pytest.raises(InvalidFormat) as caught:
+        parse_index(raw)
+    assert str(caught.value) == message
+
+
+def test_reading_an_index_leaves_the_collector_as_it_was(tmp_path: Path) -> None:
+    """read_index holds the cyclic collector off while it parses: afterwards it is on again
+    (also when the index is refused), and one that was off stays off."""
+    import gc
+
+    from desync_ref.operations.files import read_index
+
+    good, bad = tmp_path / "good.caibx", tmp_path / "bad.caibx"
+    good.write_bytes(encode_index(sample_index()))
+    bad.write_bytes(_corrupt(encode_index(sample_index()), 64 + 40, 100))
+    was = gc.isenabled()
+    try:
+        gc.enable()
+        assert read_index(str(good)) == sample_index()
+        assert gc.isenabled()
+        with pytest.raises(InvalidFormat, match="item 1: offset 100 is not increasing"):
+            read_index(str(bad))
+        assert gc.isenabled()
+        gc.disable()
+        assert read_index(str(good)) == sample_index()
+        assert not gc.isenabled()
+    finally:
+        if was:
+            gc.enable()

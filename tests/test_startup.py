@@ -134,3 +134,31 @@ def test_tar_of_a_directory_loads_no_tar_reader(tmp_path: Path) -> None:
     assert (tmp_path / "back" / "sub" / "b").read_bytes() == (tree / "sub" / "b").read_bytes()
     for name in ("tarfile", "multiprocessing", "desync_ref.formats.tarstream", "desync_ref.server"):
         assert name not in modules, name
+
+
+def test_extract_by_worker_processes_starts_lean(tmp_path: Path) -> None:
+    """An extract large enough for worker processes: the parent reads the index and plans
+    without the dump's records (loaded only for a damaged index), the servers or the JSON
+    and CSV writers, leaves the cyclic collector on as it found it (it is held off only
+    while the entries and the plan are made), and the bytes come back whole."""
+    blob = tmp_path / "blob"
+    blob.write_bytes(os.urandom(6 << 20) + bytes(600_000) + os.urandom(300_000))
+    modules, out = _loaded_after(
+        "import gc\n"
+        "import desync_ref.operations.extract_workers as workers\n"
+        "from desync_ref.cli import main\n"
+        "assert main(['make', '-s', 'store', 'blob.caibx', 'blob']) == 0\n"
+        "ran = []\n"
+        "plan = workers.run_plan\n"
+        "def counted(*args, **kwargs):\n"
+        "    ran.append(gc.isenabled())\n"
+        "    return plan(*args, **kwargs)\n"
+        "workers.run_plan = counted\n"
+        "assert main(['extract', '-n', '2', '-s', 'store', 'blob.caibx', 'out']) == 0\n"
+        "print(ran, gc.isenabled())\n",
+        cwd=tmp_path)
+    assert out == "[True] True"  # the worker path ran, with the collector on
+    assert (tmp_path / "out").read_bytes() == blob.read_bytes()
+    for name in ("desync_ref.formats.records", "desync_ref.server", "desync_ref.audit",
+                 "http.client", "csv", "json"):
+        assert name not in modules, name

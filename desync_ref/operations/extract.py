@@ -19,6 +19,7 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
+from itertools import chain
 
 from desync_ref.errors import DesyncRefError, InvalidParameter
 from desync_ref.formats.index import Index
@@ -32,6 +33,7 @@ from desync_ref.operations.assemble import (
     assembler,
 )
 from desync_ref.operations.chunk_source import ChunkSource
+from desync_ref.operations.files import collector_paused
 from desync_ref.operations.seeds import Seed
 from desync_ref.progress import Progress, no_progress
 from desync_ref.stores import Store
@@ -50,11 +52,13 @@ def assemble(fd: int, target: str, index: Index, store: Store, seeds: list[Seed]
                      workers=workers, action=action, device=device, holes=holes,
                      progress=progress)
     try:
-        with _writing(target):
-            runs = work.plan()  # reads the target (-k) and seeds; writes nothing yet
-        wanted = [c for run in runs if run[0] == assembler.RUN_STORE
-                  for c in index.chunks[run[1]:run[2]]]
-        source.expect(wanted)
+        with collector_paused():
+            with _writing(target):
+                runs = work.plan()  # reads the target (-k) and seeds; writes nothing yet
+            wanted = list(chain.from_iterable(index.chunks[first:end]
+                                              for kind, first, end, _, _ in runs
+                                              if kind == assembler.RUN_STORE))
+            source.expect(wanted)
         if wanted:
             log.info("%d chunks to fetch from %s", len(wanted), store)
         with _writing(target):
