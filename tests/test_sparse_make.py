@@ -139,3 +139,33 @@ def test_chop_of_sparse_file(casync: str, tmp_path: Path) -> None:
         punch_hole(f.fileno(), 3 * MIB - 512 * KIB, 1 * MIB)
     (tmp_path / "store2").mkdir()
     assert_clean_failure(run_cli(["chop", "-s", tmp_path / "store2", index, blob], check=False))
+
+
+@pytest.mark.parametrize("where", ["tmp", "shm"])
+def test_has_holes_asks_seek_hole_only_when_blocks_are_missing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """A file with all its bytes allocated is dense without a SEEK_HOLE walk (on tmpfs that
+    walk visits every page: make asked once per span); a sparse one is still found."""
+    base = tmp_path if where == "tmp" or not os.path.isdir("/dev/shm") else Path("/dev/shm")
+    dense = base / f"dense-{os.getpid()}"
+    try:
+        dense.write_bytes(random.Random(2).randbytes(3 * MIB + 5))
+        sparse = sparse_file(tmp_path / "sparse", 6 * MIB, LAYOUT)
+        asked: list[int] = []
+        real = os.lseek
+
+        def lseek(fd: int, offset: int, how: int) -> int:
+            asked.append(how)
+            return real(fd, offset, how)
+
+        monkeypatch.setattr(os, "lseek", lseek)
+        with open(dense, "rb") as f:
+            assert not has_holes(f.fileno(), dense.stat().st_size)
+        assert os.SEEK_HOLE not in asked
+        with open(sparse, "rb") as f:
+            f.seek(1234)
+            assert has_holes(f.fileno(), 6 * MIB)
+            assert f.tell() == 1234  # the position is kept for the caller's reads
+        assert os.SEEK_HOLE in asked
+    finally:
+        dense.unlink(missing_ok=True)
