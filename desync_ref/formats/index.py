@@ -26,6 +26,7 @@ from desync_ref.formats.constants import (
     UINT64_MAX,
     feature_flags_are_normalized,
 )
+from desync_ref.value_class import FieldsEqual
 
 # The dump's records (formats/records.py) are loaded only when damage is found or a dump
 # asks for them: reading a valid index never needs them.
@@ -65,7 +66,7 @@ class IndexChunk(NamedTuple):
         return self.start + self.size
 
 
-class Index:
+class Index(FieldsEqual):
     """The header's values and the entries. A plain class with a dataclass's constructor,
     equality and repr: a dataclass is made at import by compiling generated source, time
     every command that reads an index would pay at its start."""
@@ -80,20 +81,6 @@ class Index:
         self.chunk_size_avg = chunk_size_avg
         self.chunk_size_max = chunk_size_max
         self.chunks: list[IndexChunk] = [] if chunks is None else chunks
-
-    def _values(self) -> tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self._FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
-        return f"Index({values})"
 
     @property
     def digest(self) -> str:

@@ -33,6 +33,7 @@ from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.parallel import ordered_map
 from desync_ref.operations.seeds import InvalidSeed, Seed
 from desync_ref.progress import Bar, Progress, no_progress
+from desync_ref.value_class import FieldsEqual
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ class InvalidSeedAction(Enum):
     REGENERATE = "regenerate"
 
 
-class ExtractStats:
+class ExtractStats(FieldsEqual):
     """desync's ``ExtractStats`` (``extractstats.go``), counted from the plan as executed.
 
     A plain class, as is :class:`Done`, with a dataclass's constructor, equality and repr:
@@ -76,20 +77,6 @@ class ExtractStats:
         self.bytes_total = bytes_total
         self.chunks_total = chunks_total
         self.seeds = seeds
-
-    def _values(self) -> tuple[int, ...]:
-        return tuple(getattr(self, name) for name in self._FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass was
-
-    def __repr__(self) -> str:
-        values = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
-        return f"ExtractStats({values})"
 
     def as_json(self) -> dict[str, int]:
         """desync's JSON keys, in its order."""
