@@ -128,3 +128,17 @@ def bytes_read() -> int:
             if line.startswith("rchar:"):
                 return int(line.split()[1])
     raise AssertionError("no rchar in /proc/self/io")
+
+
+def children_of(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, zombies included (an unreaped worker is one)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                status = Path(entry.path, "status").read_text()
+            except OSError:
+                continue
+            if f"\nPPid:\t{pid}\n" in status:
+                found.append(int(entry.name))
+    return found

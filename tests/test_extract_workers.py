@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_failure, run_cli
+from conftest import assert_clean_failure, children_of, run_cli
 
 from desync_ref.errors import ChunkMissing, DesyncRefError
 from desync_ref.formats.chunk import compress, decompress
@@ -157,19 +157,6 @@ def test_damaged_chunk_in_a_worker_is_what_threads_see(made: tuple[Path, Path, b
     assert outcomes[0] == ("written", True) if damage == "plain form only" else victim in outcomes[0][1]
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                status = Path(entry.path, "status").read_text()
-            except OSError:
-                continue
-            if f"\nPPid:\t{pid}\n" in status:
-                found.append(int(entry.name))
-    return found
-
-
 def _gone(pid: int) -> bool:
     try:
         return "\nState:\tZ" in Path(f"/proc/{pid}/status").read_text()
@@ -193,7 +180,7 @@ def test_workers_exit_with_the_parent(made: tuple[Path, Path, bytes], tmp_path: 
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while len(workers := _children(proc.pid)) < 2 and time.monotonic() < deadline:
+        while len(workers := children_of(proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(workers) >= 2, "the workers never started"
         time.sleep(0.5)

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import assert_clean_failure
+from conftest import assert_clean_failure, children_of
 
 from desync_ref.errors import DesyncRefError
 from desync_ref.formats.index import parse_index
@@ -25,17 +25,7 @@ from desync_ref.operations.forkpool import ForkPool
 
 
 def _children() -> list[int]:
-    """This process's children, zombies included (an unreaped worker is one)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                status = Path(entry.path, "status").read_text()
-            except OSError:
-                continue
-            if f"\nPPid:\t{os.getpid()}\n" in status:
-                found.append(int(entry.name))
-    return found
+    return children_of(os.getpid())
 
 
 @pytest.fixture(autouse=True)
@@ -235,19 +225,6 @@ def test_extract_with_workers_loads_no_multiprocessing(tmp_path: Path, casync: s
     assert [m for m in modules if m.startswith(("multiprocessing", "concurrent.futures.process"))] == []
 
 
-def _workers_of(pid: int) -> list[int]:
-    found = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            try:
-                status = Path(entry.path, "status").read_text()
-            except OSError:
-                continue
-            if f"\nPPid:\t{pid}\n" in status:
-                found.append(int(entry.name))
-    return found
-
-
 def test_cli_a_killed_worker_is_one_line_and_exit_1(tmp_path: Path, casync: str) -> None:
     """One chunk file is a FIFO, so a worker waits there; killing a worker ends extract with
     the death's message (exit 1, one line), no output, no temp file, no worker left."""
@@ -263,7 +240,7 @@ def test_cli_a_killed_worker_is_one_line_and_exit_1(tmp_path: Path, casync: str)
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 60
-        while len(workers := _workers_of(proc.pid)) < 2 and time.monotonic() < deadline:
+        while len(workers := children_of(proc.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert len(workers) == 2, "the workers never started"
         time.sleep(0.3)
