@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from conftest import assert_clean_failure, children_of
 
-from desync_ref.errors import DesyncRefError
+from desync_ref.errors import ChunkMissing, DesyncRefError
 from desync_ref.formats.index import parse_index
 from desync_ref.operations.forkpool import ForkPool
 
@@ -74,6 +74,19 @@ def _fail_some(task: tuple[int, int]) -> tuple[int]:
     if number == 9:
         raise KeyError("task 9 failed")
     return (number,)
+
+
+def _missing(task: tuple[int]) -> tuple[int]:
+    raise ChunkMissing(f"{task[0]:064x}", "a store")
+
+
+def test_an_error_comes_back_with_its_class_message_and_attributes() -> None:
+    """ChunkMissing's constructor takes an id, not its message: pickled as is, it would
+    come back as "chunk chunk ... not found not found"."""
+    with pytest.raises(ChunkMissing) as caught, ForkPool(_missing, 2) as pool:
+        list(pool.ordered([(5,)]))
+    assert str(caught.value) == f"chunk {5:064x} not found in a store"
+    assert caught.value.chunk_id == f"{5:064x}"
 
 
 def test_first_error_in_task_order_wins() -> None:

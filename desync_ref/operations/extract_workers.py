@@ -15,7 +15,8 @@ The workers are forked by operations/forkpool.py (``os.fork``, one shared task p
 result pipe per worker, no ``multiprocessing``: its imports and threads cost tens of
 milliseconds before the first task ran). They inherit the plan through the module globals
 below, run ``_start`` once, then take tasks ``(first, end)`` (ranges of ``_units``) and
-send back counts as five integers, or a failure (pickled).
+send back counts as five integers; an error is raised in the parent in its turn (the pool
+carries it, see forkpool.py ``_raised``).
 
 Store runs take a lean way in the workers (``_write_store``): each chunk file is read into
 one kept buffer, decoded, checked and written at once (stores/local.py ``ChunkFileReader``);
@@ -34,7 +35,6 @@ from __future__ import annotations
 import gc
 import signal
 
-from desync_ref.errors import DesyncRefError
 from desync_ref.fs.libc import libc
 from desync_ref.operations.assemble import Assembler, Done, ExtractStats, Run, Unit, assembler
 from desync_ref.operations.parallel import die_with_parent, keep_heap, start_writeback
@@ -61,7 +61,6 @@ _HEAP_KEPT = 16 << 20
 _HEAP_BLOCK_MAX = 4 << 20
 
 Counts = tuple[int, int, int, int, int]  # chunks, from seed, from store, copied, cloned
-Failure = tuple[type[DesyncRefError], str, dict[str, object]]
 
 
 def can_use(store: Store, work: Assembler, runs: list[Run], processes: int) -> bool:
@@ -106,9 +105,7 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
                 if run[0] in (assembler.RUN_ZERO, assembler.RUN_IN_PLACE):
                     work.write(run, first, end, Done([]))
                     bar.update(end - first)
-            for result in results:
-                _raise_failure(result)
-                counts = _counts(result)
+            for counts in results:
                 work.count(Done([], from_seed=counts[1], from_store=counts[2],
                                 copied=counts[3], cloned=counts[4]))
                 bar.update(counts[0])
@@ -155,39 +152,28 @@ def _start(parent: int) -> None:
             _reader = store.file_reader(_work.source.digest, _work.index.chunk_size_max)
 
 
-def _run_task(task: tuple[int, int]) -> Counts | Failure:
-    """Worker side: load, verify and write the units of one task; the counts come back.
-    The library's errors come back as (type, message, attributes): not every one of them
-    survives pickling (ChunkMissing's constructor takes other arguments)."""
+def _run_task(task: tuple[int, int]) -> Counts:
+    """Worker side: load, verify and write the units of one task; the counts come back (an
+    error goes back through the pool, forkpool.py ``_raised``)."""
     work = _work
     assert work is not None
     chunks = seeds = store = copied = cloned = 0
     reader = _reader
-    try:
-        for unit in _units[task[0]:task[1]]:
-            if reader is not None and unit[0][0] == assembler.RUN_STORE:
-                _write_store(work, reader, unit[1], unit[2])
-                chunks += unit[2] - unit[1]
-                store += unit[2] - unit[1]
-                continue
-            done = work.load(unit)
-            for offset, data in done.writes:
-                work.put(data, offset)
+    for unit in _units[task[0]:task[1]]:
+        if reader is not None and unit[0][0] == assembler.RUN_STORE:
+            _write_store(work, reader, unit[1], unit[2])
             chunks += unit[2] - unit[1]
-            seeds += done.from_seed
-            store += done.from_store
-            copied += done.copied
-            cloned += done.cloned
-        _start_writeback(work, task)
-    except DesyncRefError as exc:
-        import pickle  # only on an error: a worker's result is counts otherwise
-
-        attributes = dict(vars(exc))
-        try:
-            pickle.dumps(attributes)
-        except Exception:  # whatever does not pickle is left behind
-            attributes = {}
-        return type(exc), str(exc), attributes
+            store += unit[2] - unit[1]
+            continue
+        done = work.load(unit)
+        for offset, data in done.writes:
+            work.put(data, offset)
+        chunks += unit[2] - unit[1]
+        seeds += done.from_seed
+        store += done.from_store
+        copied += done.copied
+        cloned += done.cloned
+    _start_writeback(work, task)
     return chunks, seeds, store, copied, cloned
 
 
@@ -208,18 +194,3 @@ def _write_store(work: Assembler, reader: ChunkFileReader, first: int, end: int)
     for chunk in work.chunks[first:end]:
         data = read(chunk.id, chunk.size)
         put(get(chunk) if data is None else data, chunk.start)
-
-
-def _raise_failure(result: Counts | Failure) -> None:
-    if isinstance(result[0], type):
-        kind, message, attributes = result
-        assert isinstance(message, str) and isinstance(attributes, dict)
-        exc = kind.__new__(kind)
-        Exception.__init__(exc, message)
-        exc.__dict__.update(attributes)
-        raise exc from None
-
-
-def _counts(result: Counts | Failure) -> Counts:
-    assert all(isinstance(n, int) for n in result)
-    return result  # type: ignore[return-value]

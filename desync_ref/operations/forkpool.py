@@ -274,14 +274,46 @@ def _record(number: int, value: object) -> bytes:
 
 
 def _raised(number: int, exc: Exception) -> bytes:
+    """An exception as a record. Pickling calls the class with ``exc.args`` again, and a
+    class whose constructor builds its message from other arguments (the library's
+    ChunkMissing) would come back with another message, or not at all: such an exception is
+    rebuilt in the parent from its class, message and attributes instead (_Rebuilt)."""
     import pickle
 
     try:
         payload = pickle.dumps(exc, pickle.HIGHEST_PROTOCOL)
-        pickle.loads(payload)  # some exceptions pickle but do not unpickle
+        back = pickle.loads(payload)
+        if type(back) is not type(exc) or str(back) != str(exc):
+            payload = pickle.dumps(_Rebuilt(exc), pickle.HIGHEST_PROTOCOL)
+            pickle.loads(payload)
     except Exception:
         payload = pickle.dumps(RuntimeError(f"{type(exc).__name__}: {exc}"))
     return _HEAD.pack(number, _RAISED, len(payload)) + payload
+
+
+class _Rebuilt:
+    """Pickles as a call of :func:`_rebuild` with an exception's class, message and the
+    attributes of it that pickle (the others are left behind)."""
+
+    def __init__(self, exc: Exception) -> None:
+        import pickle
+
+        self.kind, self.message = type(exc), str(exc)
+        self.attributes = dict(getattr(exc, "__dict__", {}))
+        try:
+            pickle.dumps(self.attributes)
+        except Exception:
+            self.attributes = {}
+
+    def __reduce__(self) -> tuple[object, tuple[object, ...]]:
+        return _rebuild, (self.kind, self.message, self.attributes)
+
+
+def _rebuild(kind: type[Exception], message: str, attributes: dict[str, object]) -> Exception:
+    exc = kind.__new__(kind)
+    Exception.__init__(exc, message)
+    exc.__dict__.update(attributes)
+    return exc
 
 
 def _decode(kind: int, payload: bytes) -> object:
