@@ -72,7 +72,7 @@ class Index(FieldsEqual):
     every command that reads an index would pay at its start."""
 
     _FIELDS = ("feature_flags", "chunk_size_min", "chunk_size_avg", "chunk_size_max", "chunks")
-    __slots__ = ("chunk_size_avg", "chunk_size_max", "chunk_size_min", "chunks", "feature_flags")
+    __slots__ = _FIELDS
 
     def __init__(self, feature_flags: int, chunk_size_min: int, chunk_size_avg: int,
                  chunk_size_max: int, chunks: list[IndexChunk] | None = None) -> None:

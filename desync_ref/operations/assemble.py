@@ -61,8 +61,7 @@ class ExtractStats(FieldsEqual):
 
     _FIELDS = ("chunks_from_seeds", "chunks_from_store", "chunks_in_place", "bytes_copied",
                "bytes_cloned", "blocksize", "bytes_total", "chunks_total", "seeds")
-    __slots__ = ("blocksize", "bytes_cloned", "bytes_copied", "bytes_total", "chunks_from_seeds",
-                 "chunks_from_store", "chunks_in_place", "chunks_total", "seeds")
+    __slots__ = _FIELDS
 
     def __init__(self, chunks_from_seeds: int = 0, chunks_from_store: int = 0,
                  chunks_in_place: int = 0, bytes_copied: int = 0, bytes_cloned: int = 0,
