@@ -380,7 +380,7 @@ def raw_frame_content(buffer: bytearray, length: int, size: int) -> int:
     start = end = pos  # content gathered so far: buffer[start:end]
     view = memoryview(buffer)
     while pos + _ZSTD_BLOCK_HEADER <= length:
-        header = buffer[pos] | buffer[pos + 1] << 8 | buffer[pos + 2] << 16
+        header = int.from_bytes(buffer[pos:pos + _ZSTD_BLOCK_HEADER], "little")
         block = header >> 3
         if (header >> 1) & 3 != _ZSTD_BLOCK_RAW or block > block_max:
             return -1
