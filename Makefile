@@ -47,9 +47,14 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # The editable install compiles the kernels with mypyc in place when a compiler exists.
+# editable_mode=compat: a .pth line naming the checkout, where the default mode installs an
+# import hook that site.py loads (with pathlib) at every start, ~20 ms of each command (a
+# regular install has neither). setuptools calls the mode transitional: if a later one drops
+# it, the default mode is installed instead.
 $(STAMP): pyproject.toml setup.py $(wildcard desync_ref/kernels/*.py) | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip setuptools wheel 'mypy>=1.10'
-	$(BIN)/pip install -q --no-build-isolation -e '.[test]'
+	$(BIN)/pip install -q --no-build-isolation --config-settings editable_mode=compat -e '.[test]' 2>/dev/null \
+	  || $(BIN)/pip install -q --no-build-isolation -e '.[test]'
 	@$(BIN)/desync-ref --version
 	@touch $(STAMP)
 

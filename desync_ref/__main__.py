@@ -1,7 +1,5 @@
 """``python -m desync_ref`` runs the command-line tool."""
 
-import sys
+from desync_ref.cli import entry
 
-from desync_ref.cli import main
-
-sys.exit(main())
+entry()

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import assert_clean_failure, children_of, run_cli
@@ -195,3 +196,18 @@ def test_workers_exit_with_the_parent(made: tuple[Path, Path, bytes], tmp_path: 
     for pid in left:  # leave nothing stuck on the FIFO behind a failed test
         os.kill(pid, signal.SIGKILL)
     assert left == []
+
+
+def test_tasks_cover_the_units_in_order_and_shrink_towards_the_end() -> None:
+    chunks = [SimpleNamespace(start=n * MIB // 2, end=(n + 1) * MIB // 2) for n in range(1024)]
+    units = [(("store",), 2 * n, 2 * n + 2) for n in range(512)]  # 512 units of 1 MiB
+    work = SimpleNamespace(chunks=chunks)
+    tasks = extract_workers._tasks(work, units, 2)  # type: ignore[arg-type]
+    assert [lo for lo, _ in tasks] == [0] + [hi for _, hi in tasks[:-1]]
+    assert tasks[-1][1] == len(units)
+    sizes = [hi - lo for lo, hi in tasks]  # in MiB: one unit is 1 MiB
+    assert max(sizes) == extract_workers.TASK_BYTES // MIB
+    assert sizes[:8] == [8] * 8
+    # The last tasks are of one unit: the workers run out of work within 1 MiB of each other.
+    assert sizes[-4:] == [1, 1, 1, 1]
+    assert sizes == sorted(sizes, reverse=True)

@@ -7,8 +7,8 @@ verifies and ``pwrite``s the chunks itself (zero blocks as holes, as the thread 
 only piece numbers go to the workers and counts (or an error) come back. What the parent
 does meanwhile: zero runs (holes over old data) and in-place runs; after the workers,
 the self-seed runs in plan order, since their source may lie in any worker's share.
-Tasks are handed out so that ``2 * processes`` of them (of about TASK_BYTES each) run at
-any time, whatever the size of the output; their results (counts) are taken in plan order,
+Tasks are handed out so that ``2 * processes`` of them (of about TASK_BYTES each, smaller
+at the end) run at any time, whatever the size of the output; their results (counts) are taken in plan order,
 so the first error in plan order is the one reported (the thread path's rule).
 
 The workers are forked by operations/forkpool.py (``os.fork``, one shared task pipe and a
@@ -44,6 +44,8 @@ from desync_ref.stores.local import ChunkFileReader, LocalStore
 # A task for a worker: consecutive units adding up to about this many bytes (fewer hand-offs
 # than one unit each; small enough that the workers finish close together).
 TASK_BYTES = 8 << 20
+# The smallest task, the last ones (``_tasks``): about one unit.
+TASK_BYTES_MIN = 1 << 20
 # Below this many bytes to read from the store and seeds, forking costs more than it saves.
 PROCESS_MIN_BYTES = 4 << 20
 
@@ -82,7 +84,7 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     global _work, _units
     units = work.units(runs)
     parallel = [u for u in units if u[0][0] in (assembler.RUN_STORE, assembler.RUN_SEED)]
-    tasks = _tasks(work, parallel)
+    tasks = _tasks(work, parallel, processes)
     _work, _units = work, parallel
     bar = None
     # What exists now (the plan, the index, every module) leaves the collector's view: after
@@ -121,20 +123,34 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     return work.stats
 
 
-def _tasks(work: Assembler, units: list[Unit]) -> list[tuple[int, int]]:
-    """``units`` cut into (lo, hi) ranges of about TASK_BYTES."""
+def _tasks(work: Assembler, units: list[Unit], processes: int) -> list[tuple[int, int]]:
+    """``units`` cut into (lo, hi) ranges of about TASK_BYTES, smaller towards the end.
+
+    A task is at most a ``2 * processes``-th of what is left after it begins, and at least
+    TASK_BYTES_MIN (guided self-scheduling): the last tasks are small, so the workers run
+    out of work within about TASK_BYTES_MIN of each other rather than one worker writing
+    its last 8 MiB (30-40 ms here) while the others wait."""
     chunks = work.chunks
+    sizes = [chunks[end - 1].end - chunks[first].start for _, first, end in units]
+    left = sum(sizes)
     tasks: list[tuple[int, int]] = []
     lo = 0
     total = 0
-    for n, (_, first, end) in enumerate(units):
-        total += chunks[end - 1].end - chunks[first].start
-        if total >= TASK_BYTES:
+    goal = _task_goal(left, processes)
+    for n, size in enumerate(sizes):
+        total += size
+        if total >= goal:
             tasks.append((lo, n + 1))
+            left -= total
             lo, total = n + 1, 0
+            goal = _task_goal(left, processes)
     if lo < len(units):
         tasks.append((lo, len(units)))
     return tasks
+
+
+def _task_goal(left: int, processes: int) -> int:
+    return min(TASK_BYTES, max(TASK_BYTES_MIN, left // (2 * processes)))
 
 
 def _start(parent: int) -> None:
