@@ -283,3 +283,39 @@ def test_leaving_with_results_unread_does_not_wait_for_ever() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout == "left\n"
+
+
+def _note_task(task: tuple[str, int]) -> tuple[int]:
+    return (task[1],)
+
+
+def _finish_writing(directory: str) -> None:
+    Path(directory, str(os.getpid())).write_text("finished")
+
+
+def test_finish_runs_once_in_every_worker_after_the_tasks(tmp_path: Path) -> None:
+    tasks = [(str(tmp_path), n) for n in range(10)]
+    with ForkPool(_note_task, 3, finish=lambda: _finish_writing(str(tmp_path))) as pool:
+        assert [r[0] for r in pool.ordered(tasks)] == list(range(10))
+        assert list(tmp_path.iterdir()) == []  # not before the pool is left
+    assert sorted(p.read_text() for p in tmp_path.iterdir()) == ["finished"] * 3
+
+
+def _failing_finish() -> None:
+    raise OSError(28, "No space left on device")
+
+
+def test_an_error_in_finish_is_raised_as_the_pool_is_left() -> None:
+    with (pytest.raises(OSError, match="No space left on device"),
+          ForkPool(_note_task, 2, finish=_failing_finish) as pool):
+        assert [r[0] for r in pool.ordered([("", n) for n in range(4)])] == [0, 1, 2, 3]
+
+
+def _dying_finish() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_worker_dying_in_finish_is_the_pools_died_error() -> None:
+    with (pytest.raises(DesyncRefError, match="a worker died at the end"),
+          ForkPool(_note_task, 2, finish=_dying_finish, died="a worker died at the end") as pool):
+        list(pool.ordered([("", n) for n in range(4)]))

@@ -21,22 +21,34 @@ carries it, see forkpool.py ``_raised``).
 Store runs take a lean way in the workers (``_write_store``): each chunk file is read into
 one kept buffer, decoded, checked and written at once (stores/local.py ``ChunkFileReader``);
 a chunk it does not take goes through the chunk source, whose verdict and message are the
-thread path's. Fresh memory is what costs here (page faults), hence also the kept heap,
-the frozen collector across the fork and the early write-back below.
+thread path's. Into a new file the checked chunks are written direct, past the page cache
+(``_write_store_direct``, fs/direct.py). Fresh memory is what costs here (page faults),
+hence that, the kept heap, the frozen collector across the fork and the early write-back
+below.
 
 Remote stores keep the thread path (desync's ``AssembleFile`` model, ``assemble.go``):
 there waiting dominates, and one process with many threads waits best.
 
-Spec: spec/extract.md § "Worker processes", § "Lean store reads".
+Spec: spec/extract.md § "Worker processes", § "Lean store reads", § "Direct writes".
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import signal
 
+from desync_ref.fs import direct
 from desync_ref.fs.libc import libc
-from desync_ref.operations.assemble import Assembler, Done, ExtractStats, Run, Unit, assembler
+from desync_ref.operations.assemble import (
+    BATCH_BYTES,
+    Assembler,
+    Done,
+    ExtractStats,
+    Run,
+    Unit,
+    assembler,
+)
 from desync_ref.operations.parallel import die_with_parent, keep_heap, start_writeback
 from desync_ref.stores import Store
 from desync_ref.stores.local import ChunkFileReader, LocalStore
@@ -54,6 +66,13 @@ _work: Assembler | None = None
 _units: list[Unit] = []
 # A worker's reader of store chunk files (made in the worker: its buffer is the worker's).
 _reader: ChunkFileReader | None = None
+# The output open for direct writes (fs/direct.py), opened by the parent before the fork; -1:
+# buffered writes only. Each worker makes its own writer (buffers and thread) from it.
+_direct_fd = -1
+_writer: direct.DirectWriter | None = None
+# Direct writes are used where a worker's buffers stay below this (a hostile index can
+# declare chunks of gigabytes: their writes go buffered).
+DIRECT_CAPACITY_MAX = 64 << 20
 
 # A worker keeps its heap (operations/parallel.keep_heap): at most this much freed memory is
 # kept, and blocks up to this size come from the heap, so the memory freed after one chunk
@@ -81,7 +100,7 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     """Write the runs of a checked plan with ``processes`` worker processes."""
     from desync_ref.operations.forkpool import ForkPool  # here: small extracts never need it
 
-    global _work, _units
+    global _work, _units, _direct_fd
     units = work.units(runs)
     parallel = [u for u in units if u[0][0] in (assembler.RUN_STORE, assembler.RUN_SEED)]
     tasks = _tasks(work, parallel, processes)
@@ -94,9 +113,10 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     # The C library (ctypes) for _start's prctl and mallopt: opened once here, inherited,
     # rather than in every worker before its first task.
     libc()
+    _direct_fd = direct.open_direct(work.fd) if _direct_capacity(work) else -1
     try:
         # The workers are forked here, each running _start once.
-        with ForkPool(_run_task, processes, start=_start,
+        with ForkPool(_run_task, processes, start=_start, finish=_finish,
                       died=f"a worker process writing {work.target} died") as pool:
             # The first 2 * processes tasks go out now; later ones as results come back, so
             # a worker stalled on one task (descheduled on a busy machine) does not hold the
@@ -116,7 +136,9 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
                 work.write(run, first, end, Done([]))
                 bar.update(end - first)
     finally:
-        _work, _units = None, []
+        if _direct_fd >= 0:
+            os.close(_direct_fd)
+        _work, _units, _direct_fd = None, [], -1
         gc.unfreeze()
         if bar is not None:
             bar.close()
@@ -157,7 +179,7 @@ def _start(parent: int) -> None:
     """Worker start-up: die with the parent (a SIGKILLed extract must not leave workers
     writing), leave Ctrl-C to the parent, and keep no chunks for later use: a repeated chunk
     is read again from the local store rather than held in every worker."""
-    global _reader
+    global _reader, _writer
     die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     keep_heap(_HEAP_KEPT, _HEAP_BLOCK_MAX)
@@ -166,18 +188,33 @@ def _start(parent: int) -> None:
         store = _work.source.store
         if isinstance(store, LocalStore):
             _reader = store.file_reader(_work.source.digest, _work.index.chunk_size_max)
+            if _direct_fd >= 0:
+                _writer = direct.DirectWriter(_work.fd, _direct_fd,
+                                              capacity=_direct_capacity(_work),
+                                              block=_work.block, holes=_work.holes)
+
+
+def _finish() -> None:
+    """Worker end: the direct writes still going are completed, and a write error among
+    them is raised (the pool raises it in the parent as it leaves)."""
+    if _writer is not None:
+        _writer.close()
 
 
 def _run_task(task: tuple[int, int]) -> Counts:
     """Worker side: load, verify and write the units of one task; the counts come back (an
-    error goes back through the pool, forkpool.py ``_raised``)."""
+    error goes back through the pool, forkpool.py ``_raised``). Direct writes of the task may
+    still be going: an error among them is raised at the next ``take`` or in ``_finish``."""
     work = _work
     assert work is not None
     chunks = seeds = store = copied = cloned = 0
-    reader = _reader
+    reader, writer = _reader, _writer
     for unit in _units[task[0]:task[1]]:
         if reader is not None and unit[0][0] == assembler.RUN_STORE:
-            _write_store(work, reader, unit[1], unit[2])
+            if writer is not None:
+                _write_store_direct(work, reader, writer, unit[1], unit[2])
+            else:
+                _write_store(work, reader, unit[1], unit[2])
             chunks += unit[2] - unit[1]
             store += unit[2] - unit[1]
             continue
@@ -210,3 +247,31 @@ def _write_store(work: Assembler, reader: ChunkFileReader, first: int, end: int)
     for chunk in work.chunks[first:end]:
         data = read(chunk.id, chunk.size)
         put(get(chunk) if data is None else data, chunk.start)
+
+
+def _write_store_direct(work: Assembler, reader: ChunkFileReader, writer: direct.DirectWriter,
+                        first: int, end: int) -> None:
+    """:func:`_write_store` into one of the writer's buffers: each checked chunk is copied to
+    its place there, and the writer writes the unit's range (whole pages direct, fs/direct.py)
+    while the next unit is read."""
+    chunks = work.chunks
+    start = chunks[first].start
+    base = start - start % direct.PAGE
+    number, buffer = writer.take()
+    read, get = reader.read, work.source.get
+    for chunk in chunks[first:end]:
+        data = read(chunk.id, chunk.size)
+        at = chunk.start - base
+        buffer[at:at + chunk.size] = get(chunk) if data is None else data
+    writer.submit(number, base, start, chunks[end - 1].end)
+
+
+def _direct_capacity(work: Assembler) -> int:
+    """The buffer size direct writes need for this plan (a unit: about BATCH_BYTES plus at
+    most one chunk, from a page boundary), or 0 where they are not used: an existing file
+    or a device (-k, pages cached or data to keep), or blocks that a page does not hold a
+    whole number of (a hole must never split a direct page)."""
+    if work.existing or work.device or work.block % direct.PAGE:
+        return 0
+    capacity = BATCH_BYTES + work.index.chunk_size_max + 2 * direct.PAGE
+    return capacity if capacity <= DIRECT_CAPACITY_MAX else 0

@@ -32,6 +32,11 @@ What crosses (spec/extract.md § "Worker processes"):
 * Leaving the pool normally closes the task pipe and reaps the workers; leaving it with an
   exception (an error result, Ctrl-C in the parent) SIGKILLs them first, so no worker is
   left running or unreaped when the exception propagates.
+* ``finish`` (optional) runs in each worker at the end of the tasks, before it exits: work a
+  task left going past its result (extract's direct writes, fs/direct.py) is completed
+  there. Its exception comes back as a record numbered -1, which the parent, leaving the
+  pool normally, reads before reaping and raises once every worker is reaped; a worker that
+  dies then, or exits with a failure status, raises ``DesyncRefError(died)`` the same way.
 
 casync forks no workers for extract; desync runs goroutines (``assemble.go``). The pool
 follows the contract of ``concurrent.futures.ProcessPoolExecutor`` with a fork context, as
@@ -76,14 +81,17 @@ class _Worker:
 class ForkPool(Generic[T, R]):
     """``run`` over tasks in ``processes`` forked workers; use as a context manager, then
     ``ordered(tasks)``. ``start(parent_pid)`` runs once in each worker before its first
-    task. ``died`` is the message of the error raised when a worker dies."""
+    task, ``finish()`` once after its last. ``died`` is the message of the error raised when
+    a worker dies."""
 
     def __init__(self, run: Callable[[T], R], processes: int, *,
                  start: Callable[[int], None] | None = None,
+                 finish: Callable[[], None] | None = None,
                  died: str = "a worker process died") -> None:
         self._run = run
         self._processes = max(1, processes)
         self._start = start
+        self._finish = finish
         self._died = died
         self._tasks = -1  # write end of the task pipe
         self._workers: list[_Worker] = []
@@ -123,7 +131,8 @@ class ForkPool(Generic[T, R]):
                         for worker in self._workers:  # the others' result pipes, inherited
                             os.close(worker.results)
                         self._workers = []
-                        code = _serve(self._run, self._start, parent, task_read, result_write)
+                        code = _serve(self._run, self._start, self._finish, parent, task_read,
+                                      result_write)
                     except BaseException:  # reported as the worker's death by the parent
                         pass
                     finally:
@@ -211,11 +220,16 @@ class ForkPool(Generic[T, R]):
 
     def _stop(self, kill: bool) -> None:
         """Close the task pipe (the workers exit at end of file) or, with ``kill``,
-        SIGKILL the workers; then reap every one."""
+        SIGKILL the workers; then reap every one. Leaving normally with ``finish``, what
+        the workers' ends report is raised after the reaping."""
         workers, self._workers = self._workers, []
         if self._tasks >= 0:
             os.close(self._tasks)
             self._tasks = -1
+        ends: list[BaseException] = []
+        if not kill and self._finish is not None:
+            for worker in workers:  # each ends (finish, exit) now that the tasks ended
+                ends.extend(_final_errors(worker))
         for worker in workers:
             # Closed before waiting: a worker blocked writing a result nobody will take
             # (results left unread) gets EPIPE and exits instead of waiting for ever.
@@ -224,8 +238,10 @@ class ForkPool(Generic[T, R]):
                 _kill(worker.pid)
         try:
             for worker in workers:
-                os.waitpid(worker.pid, 0)
+                _, status = os.waitpid(worker.pid, 0)
                 worker.pid = 0
+                if status and not kill and self._finish is not None:
+                    ends.append(DesyncRefError(self._died))
         except BaseException:  # Ctrl-C while waiting: stop them rather than leave them
             for worker in workers:
                 if worker.pid:
@@ -234,19 +250,48 @@ class ForkPool(Generic[T, R]):
                 if worker.pid:
                     _reap(worker.pid)
             raise
+        if ends:
+            raise ends[0]
 
 
 _END = object()
+# The number of the record a worker's ``finish`` error comes back in (tasks count from 0).
+_FINISH = -1
 
 
-def _serve(run: Callable[[T], object], start: Callable[[int], None] | None, parent: int,
-           tasks: int, results: int) -> int:
-    """A worker's life: start, then tasks until end of file; its exit status."""
+def _final_errors(worker: _Worker) -> list[BaseException]:
+    """Read a worker's result pipe to its end (the worker has no tasks left: it runs
+    ``finish`` and exits) and return the error its ``finish`` reported, if any."""
+    buffer = worker.buffer
+    while data := os.read(worker.results, 1 << 16):
+        buffer += data
+    errors: list[BaseException] = []
+    while len(buffer) >= _HEAD.size:
+        number, kind, length = _HEAD.unpack_from(buffer)
+        end = _HEAD.size + length
+        if len(buffer) < end:
+            break
+        if number == _FINISH and kind == _RAISED:
+            error = _decode(kind, bytes(buffer[_HEAD.size:end]))
+            assert isinstance(error, BaseException)
+            errors.append(error)
+        del buffer[:end]
+    return errors
+
+
+def _serve(run: Callable[[T], object], start: Callable[[int], None] | None,
+           finish: Callable[[], None] | None, parent: int, tasks: int, results: int) -> int:
+    """A worker's life: start, then tasks until end of file, then finish; its exit status."""
     if start is not None:
         start(parent)
     while True:
         record = os.read(tasks, TASK_RECORD)  # one whole record: the parent wrote it so
         if not record:
+            if finish is not None:
+                try:
+                    finish()
+                except Exception as exc:  # raised in the parent when it leaves the pool
+                    _write_all(results, _raised(_FINISH, exc))
             return 0
         if len(record) != TASK_RECORD:
             return 1
