@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -536,3 +538,16 @@ def test_empty_index(tmp_path: Path) -> None:
     store.mkdir()
     assert run_cli(["cat", "-s", store, index]).stdout == b""
     run_cli(["verify-index", index, empty])
+
+
+def test_help_is_as_wide_as_columns_says() -> None:
+    """cli._Formatter finds the width as shutil.get_terminal_size does (COLUMNS first)."""
+    env = {**os.environ, "COLUMNS": "50"}
+    narrow = subprocess.run([sys.executable, "-m", "desync_ref", "extract", "--help"],
+                            capture_output=True, text=True, env=env, check=True, timeout=60)
+    env["COLUMNS"] = "200"
+    wide = subprocess.run([sys.executable, "-m", "desync_ref", "extract", "--help"],
+                          capture_output=True, text=True, env=env, check=True, timeout=60)
+    # argparse never breaks a word, so a narrow help has lines past 50; it has more of them.
+    assert len(narrow.stdout.splitlines()) > len(wide.stdout.splitlines())
+    assert max(map(len, wide.stdout.splitlines())) > 100

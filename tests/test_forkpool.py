@@ -236,6 +236,11 @@ def test_extract_with_workers_loads_no_multiprocessing(tmp_path: Path, casync: s
     assert (code, used) == (0, 1)
     assert out.read_bytes() == blob
     assert [m for m in modules if m.startswith(("multiprocessing", "concurrent.futures.process"))] == []
+    # Nor what only costs start-up time there (desync_ref/log.py, fs/atomic.make_temp,
+    # operations/parallel.ordered_map, cli._Formatter): logging with traceback and tokenize,
+    # tempfile, shutil, any thread pool.
+    assert [m for m in ("logging", "traceback", "tempfile", "shutil", "concurrent.futures")
+            if m in modules] == []
 
 
 def test_cli_a_killed_worker_is_one_line_and_exit_1(tmp_path: Path, casync: str) -> None:

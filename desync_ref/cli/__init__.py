@@ -87,8 +87,39 @@ class _Version(argparse._VersionAction):
         super().__call__(parser, namespace, values, option_string)
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help layout, its width found without ``shutil``: argparse makes a
+    formatter for every argument added, and the default one imports ``shutil`` (with the
+    compression modules) for ``get_terminal_size``, ~3 ms of every start (issue 14). The
+    width is the one ``shutil.get_terminal_size`` gives: ``COLUMNS``, else the terminal of
+    stdout, else 80; less 2, as argparse takes it."""
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+                 width: int | None = None) -> None:
+        if width is None:
+            width = _terminal_columns() - 2
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+def _terminal_columns() -> int:
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns if columns > 0 else 80
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments raise UsageError, so they too end as one line on stderr."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         command = self.prog.removeprefix(PROG).strip()
@@ -130,7 +161,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="casync/desync reference tool")
     parser.add_argument("--version", action=_Version)
     add_global_options(parser, top_level=True)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # prog given: argparse would otherwise build a help formatter (and import shutil) to
+    # compute this same "desync-ref" on every start.
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", prog=PROG)
     subparsers.required = True
     words = sys.argv[1:] if argv is None else argv
     wanted = _command_in(words)
@@ -166,19 +199,38 @@ def setup_logging(verbose: bool) -> None:
     """``--verbose``: the library's log records (loggers under ``desync_ref``), one line each
     on stderr (desync turns its logrus logger on at debug level the same way, ``setVerbose``
     in ``cmd/desync/config.go``). Without it nothing is logged: stderr stays as it was."""
-    import logging  # here, not at the top: --version and --help end before it is needed
+    from desync_ref import log as library_log
+
+    if not verbose:
+        # Without --verbose, logging is not even imported (desync_ref/log.py): the library's
+        # loggers are silenced only if something else loads it and a record comes.
+        if "logging" in sys.modules:  # loaded already (a second main() in one process)
+            library_log.before_first_record(None)
+            _silence_library()
+        else:
+            library_log.before_first_record(_silence_library)
+        return
+    library_log.before_first_record(None)
+    import logging
 
     logger = logging.getLogger("desync_ref")
     for old in list(logger.handlers):  # main() may run more than once in one process
         logger.removeHandler(old)
-    if not verbose:
-        logger.addHandler(logging.NullHandler())
-        logger.propagate = False
-        return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+
+
+def _silence_library() -> None:
+    """The library's records go nowhere (and not to logging's last-resort stderr handler)."""
+    import logging
+
+    logger = logging.getLogger("desync_ref")
+    for old in list(logger.handlers):  # main() may run more than once in one process
+        logger.removeHandler(old)
+    logger.addHandler(logging.NullHandler())
     logger.propagate = False
 
 

@@ -10,9 +10,9 @@ Spec: spec/store.md (temp files); the rule for every command's output is in READ
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -22,7 +22,7 @@ from typing import BinaryIO
 def atomic_output(target: str | os.PathLike[str], mode: int = 0o644) -> Iterator[BinaryIO]:
     """A file that appears under ``target`` only if the block completes."""
     target = Path(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    fd, tmp_name = make_temp(target.parent or ".", f".{target.name}.", ".tmp")
     try:
         with os.fdopen(fd, "w+b") as out:
             yield out
@@ -32,6 +32,22 @@ def atomic_output(target: str | os.PathLike[str], mode: int = 0o644) -> Iterator
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)
         raise
+
+
+def make_temp(directory: str | os.PathLike[str], prefix: str, suffix: str = "") -> tuple[int, str]:
+    """A new file in ``directory`` named ``prefix``, random letters and ``suffix``, made with
+    ``O_EXCL`` and mode 0600 (what ``tempfile.mkstemp`` does: no file or symlink of that
+    name is reused); its descriptor (read and write) and path. Here rather than ``tempfile``,
+    which brings ``shutil``, ``random`` and the compression modules to every command's
+    start-up (issue 14)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW
+    for _ in range(100):
+        name = os.path.join(directory, f"{prefix}{os.urandom(6).hex()}{suffix}")
+        try:
+            return os.open(name, flags, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name", os.fspath(directory))
 
 
 def current_umask() -> int:

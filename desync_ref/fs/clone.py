@@ -13,9 +13,9 @@ import errno
 import fcntl
 import os
 import struct
-import tempfile
 import threading
 
+from desync_ref.fs.atomic import make_temp
 from desync_ref.fs.holes import write_at
 
 # linux/fs.h: _IOW(0x94, 13, struct file_clone_range), the struct being
@@ -54,7 +54,7 @@ def can_clone(dst_dir: str, src: int, block: int) -> bool:
     if known is not None:
         return known
     try:
-        fd, name = tempfile.mkstemp(prefix=".clone-probe.", dir=dst_dir)
+        fd, name = make_temp(dst_dir, ".clone-probe.")
     except OSError:
         return False
     try:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import bisect
 import errno
-import logging
 import os
 import stat
 import threading
@@ -29,11 +28,12 @@ from typing import cast
 from desync_ref import kernels
 from desync_ref.errors import DesyncRefError
 from desync_ref.formats.index import Index, IndexChunk
+from desync_ref.log import get_logger
 from desync_ref.mount.cor import SparseFile
 from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.seeds import Seed
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 assembler = kernels.load("assembler")
 

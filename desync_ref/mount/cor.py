@@ -17,7 +17,6 @@ Spec: spec/mount.md (copy-on-read file).
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import threading
@@ -26,8 +25,9 @@ from collections.abc import Callable
 from desync_ref.errors import DesyncRefError
 from desync_ref.fs.atomic import atomic_output
 from desync_ref.fs.holes import write_at
+from desync_ref.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 def state_length(chunks: int) -> int:

@@ -16,7 +16,6 @@ Spec: spec/mount.md (signals, mount options).
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
@@ -27,8 +26,9 @@ from types import FrameType
 from typing import Any
 
 from desync_ref.errors import DesyncRefError, InvalidParameter
+from desync_ref.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 # After an unmount, the FUSE loop ends within this many seconds, else the unmount is made
 # lazy (a reader keeps the mount busy: it is detached and ends when the reader lets go).

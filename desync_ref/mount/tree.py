@@ -156,9 +156,9 @@ class TreeOperations:
         except DesyncRefError as exc:
             # A chunk that cannot be had: the reader sees EIO; say why where the mount's
             # messages go.
-            import logging
+            from desync_ref.log import get_logger
 
-            logging.getLogger("desync_ref.mount").error("%s", exc)
+            get_logger("desync_ref.mount").error("%s", exc)
             raise _fail(errno.EIO) from None
 
     def _entry(self, path: str) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 from collections.abc import Iterator
 from enum import Enum
@@ -29,13 +28,14 @@ from desync_ref.errors import DesyncRefError
 from desync_ref.formats.index import Index
 from desync_ref.fs.clone import block_size, can_clone, clone_or_copy, copy_range
 from desync_ref.fs.holes import HolesUnsupported, punch_hole, write_at, write_with_holes
+from desync_ref.log import get_logger
 from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.parallel import ordered_map
 from desync_ref.operations.seeds import InvalidSeed, Seed
 from desync_ref.progress import Bar, Progress, no_progress
 from desync_ref.value_class import FieldsEqual
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 assembler = kernels.load("assembler")
 

@@ -15,7 +15,6 @@ Spec: spec/extract.md, spec/index.md, spec/store.md (reading chunks).
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from desync_ref.errors import DesyncRefError, InvalidParameter
 from desync_ref.formats.index import Index
 from desync_ref.fs.atomic import atomic_output
 from desync_ref.fs.holes import write_at
+from desync_ref.log import get_logger
 from desync_ref.operations import extract_workers
 from desync_ref.operations.assemble import (
     Assembler,
@@ -38,7 +38,7 @@ from desync_ref.operations.seeds import Seed
 from desync_ref.progress import Progress, no_progress
 from desync_ref.stores import Store
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 __all__ = ["ExtractStats", "InvalidSeedAction", "extract", "write_at"]
 

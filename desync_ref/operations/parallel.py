@@ -14,10 +14,13 @@ import os
 import signal
 from collections import deque
 from collections.abc import Callable, Generator, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from itertools import chain
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from desync_ref.fs.libc import libc
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 # prctl option that sends the caller a signal when its parent dies (linux/prctl.h).
 PR_SET_PDEATHSIG = 1
@@ -29,6 +32,7 @@ SYNC_FILE_RANGE_WRITE = 2
 
 T = TypeVar("T")
 R = TypeVar("R")
+_NONE = object()
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Generator[R, None, None]:
@@ -41,10 +45,18 @@ def ordered_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Gener
         for item in items:
             yield fn(item)
         return
+    pending = iter(items)
+    first: T | object = next(pending, _NONE)
+    if first is _NONE:
+        return
+    # Here, not at the top: concurrent.futures imports logging (and traceback, tokenize...),
+    # which a run on worker processes or one thread never needs (issue 14).
+    from concurrent.futures import ThreadPoolExecutor
+
     window: deque[Future[R]] = deque()
     with ThreadPoolExecutor(max_workers=workers) as pool:
         try:
-            for item in items:
+            for item in chain([cast(T, first)], pending):
                 window.append(pool.submit(fn, item))
                 if len(window) >= 2 * workers:
                     yield window.popleft().result()

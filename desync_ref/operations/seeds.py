@@ -14,7 +14,6 @@ Spec: spec/extract.md.
 
 from __future__ import annotations
 
-import logging
 import os
 from dataclasses import dataclass, field
 from typing import cast
@@ -22,12 +21,13 @@ from typing import cast
 from desync_ref.errors import DesyncRefError, InvalidParameter
 from desync_ref.formats.chunk import digest_function
 from desync_ref.formats.index import Index
+from desync_ref.log import get_logger
 from desync_ref.operations.files import read_index
 from desync_ref.stores.options import StoreOptions
 
 INDEX_SUFFIX = ".caibx"
 
-log = logging.getLogger(__name__)  # --verbose: the seeds given and what they hold
+log = get_logger(__name__)  # --verbose: the seeds given and what they hold
 
 
 class InvalidSeed(DesyncRefError):

@@ -18,13 +18,12 @@ A CachedStore reads; it does not take chunks itself (desync's ``Cache`` is a ``S
 
 from __future__ import annotations
 
-import logging
-
 from desync_ref.errors import ChunkInvalid, ChunkMissing
 from desync_ref.formats.chunk import ChunkCheck, Digest
+from desync_ref.log import get_logger
 from desync_ref.stores import Chunk, Store, WriteStore
 
-log = logging.getLogger(__name__)  # --verbose: which store served chunks
+log = get_logger(__name__)  # --verbose: which store served chunks
 
 
 class CachedStore:

@@ -13,16 +13,16 @@ to see, not to route around). A group reads only (desync's ``FailoverGroup`` is 
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from desync_ref.errors import ChunkInvalid, ChunkMissing, DesyncRefError
 from desync_ref.formats.chunk import Digest
+from desync_ref.log import get_logger
 from desync_ref.stores import Chunk, Store
 
-log = logging.getLogger(__name__)  # --verbose: which store served chunks
+log = get_logger(__name__)  # --verbose: which store served chunks
 
 T = TypeVar("T")
 

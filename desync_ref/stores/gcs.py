@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import logging
 import os
 import threading
 import time
@@ -42,13 +41,14 @@ from desync_ref.formats.chunk import (
     parse_chunk_path,
 )
 from desync_ref.formats.index import Index, encode_index, parse_index
+from desync_ref.log import get_logger
 from desync_ref.stores import Chunk
 from desync_ref.stores.http import USER_AGENT, error_reason, proxy_for
 from desync_ref.stores.index_stores import MAX_INDEX_BYTES, valid_index_name
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.storage_form import StorageForm, storage_form
 
-log = logging.getLogger(__name__)  # --verbose: retries and their causes
+log = get_logger(__name__)  # --verbose: retries and their causes
 
 SCHEME: Final = "gs://"
 GCS_ENDPOINT: Final = "https://storage.googleapis.com"

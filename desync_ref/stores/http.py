@@ -18,7 +18,6 @@ and the timeout is one deadline for the whole exchange (``Client.Timeout``).
 from __future__ import annotations
 
 import base64
-import logging
 import ssl
 import threading
 import time
@@ -42,12 +41,13 @@ from urllib3.util import parse_url
 from desync_ref.errors import ChunkMissing, IndexMissing, InvalidFormat, StoreError
 from desync_ref.formats.chunk import MAX_STORED_CHUNK_SIZE, Digest, chunk_file_name
 from desync_ref.formats.index import Index, encode_index, parse_index
+from desync_ref.log import get_logger
 from desync_ref.stores import Chunk
 from desync_ref.stores.index_stores import MAX_INDEX_BYTES
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.storage_form import storage_form
 
-log = logging.getLogger(__name__)  # --verbose: retries and their causes
+log = get_logger(__name__)  # --verbose: retries and their causes
 
 USER_AGENT: Final = "desync-ref"
 SCHEMES: Final = ("http://", "https://")

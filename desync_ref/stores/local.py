@@ -19,7 +19,6 @@ import errno
 import os
 import random
 import stat
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from desync_ref.formats.chunk import (
     raw_frame_content,
 )
 from desync_ref.formats.index import Index, encode_index, parse_index
+from desync_ref.fs.atomic import make_temp
 from desync_ref.stores import Chunk
 from desync_ref.stores.index_stores import valid_index_name
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions
@@ -374,7 +374,7 @@ class LocalIndexStore:
         index, not even after a power loss (spec/store.md "Durability")."""
         target = self._file(name)
         try:
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.path)
+            fd, tmp = make_temp(self.path, f".{name}.", ".tmp")
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(data)

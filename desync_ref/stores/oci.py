@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 import threading
 import time
@@ -42,6 +41,7 @@ from urllib3.exceptions import HTTPError, InsecureRequestWarning, SSLError
 
 from desync_ref.errors import ChunkMissing, StoreError
 from desync_ref.formats.chunk import MAX_STORED_CHUNK_SIZE, Digest, is_id_hex
+from desync_ref.log import get_logger
 from desync_ref.stores import Chunk
 from desync_ref.stores.http import (
     MAX_ERROR_BODY,
@@ -57,7 +57,7 @@ from desync_ref.stores.oci_credentials import Credential, lookup, parse_challeng
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.storage_form import StorageForm, storage_form
 
-log = logging.getLogger(__name__)  # --verbose: retries and their causes
+log = get_logger(__name__)  # --verbose: retries and their causes
 
 SCHEMES: Final = ("oci+http://", "oci+https://")
 MANIFEST_MEDIA_TYPE: Final = "application/vnd.oci.image.manifest.v1+json"

@@ -6,14 +6,14 @@ Spec: ``spec/store.md``; behaviour of desync ``storerouter.go``. A router reads 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from desync_ref.errors import ChunkMissing
 from desync_ref.formats.chunk import Digest
+from desync_ref.log import get_logger
 from desync_ref.stores import Chunk, Store
 
-log = logging.getLogger(__name__)  # --verbose: which store served chunks
+log = get_logger(__name__)  # --verbose: which store served chunks
 
 
 class StoreRouter:

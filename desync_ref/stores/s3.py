@@ -24,7 +24,6 @@ Credentials and region: ``stores/s3_credentials.py``.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import threading
@@ -54,13 +53,14 @@ from desync_ref.formats.chunk import (
     parse_chunk_path,
 )
 from desync_ref.formats.index import Index, encode_index, parse_index
+from desync_ref.log import get_logger
 from desync_ref.stores import Chunk
 from desync_ref.stores.index_stores import MAX_INDEX_BYTES, valid_index_name
 from desync_ref.stores.options import DEFAULT_OPTIONS, StoreOptions, redact
 from desync_ref.stores.s3_credentials import S3Credentials, lookup_credentials
 from desync_ref.stores.storage_form import storage_form
 
-log = logging.getLogger(__name__)  # --verbose: retries and their causes
+log = get_logger(__name__)  # --verbose: retries and their causes
 
 T = TypeVar("T")
 

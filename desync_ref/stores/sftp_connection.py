@@ -34,9 +34,10 @@ from typing import Final, TypeVar
 import paramiko
 
 from desync_ref.errors import DesyncRefError, StoreError
+from desync_ref.log import get_logger
 from desync_ref.stores.options import StoreOptions, redact
 
-log = logging.getLogger(__name__)  # --verbose: retries and their causes
+log = get_logger(__name__)  # --verbose: retries and their causes
 
 SCHEME: Final = "sftp://"
 SSH_PATH_ENV: Final = "CASYNC_SSH_PATH"
