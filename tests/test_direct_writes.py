@@ -261,3 +261,27 @@ def test_no_direct_writes_into_an_existing_file(tmp_path: Path) -> None:
     assert opened == []
     assert (tmp_path / "out").read_bytes() == data
     assert extract_workers._direct_fd == -1
+
+
+def test_no_direct_writes_for_chunks_of_many_mebibytes(tmp_path: Path) -> None:
+    """Each worker would hold fs/direct.DEPTH buffers of a unit plus a chunk: past
+    DIRECT_CAPACITY_MAX a buffer, the writes go buffered."""
+    rng = random.Random(4)
+    data = rng.randbytes(12 * MIB)
+    (tmp_path / "blob").write_bytes(data)
+    run_cli(["make", "-s", tmp_path / "s", "-m", "1024:4096:16384", tmp_path / "x.caibx",
+             tmp_path / "blob"])
+    index = parse_index((tmp_path / "x.caibx").read_bytes())
+    assert index.chunk_size_max + extract_workers.BATCH_BYTES > extract_workers.DIRECT_CAPACITY_MAX
+    opened = []
+    real = direct.open_direct
+
+    def counting(fd: int) -> int:
+        opened.append(fd)
+        return real(fd)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(direct, "open_direct", counting)
+        extract(index, LocalStore(tmp_path / "s"), tmp_path / "out", workers=2, processes=2)
+    assert opened == []
+    assert (tmp_path / "out").read_bytes() == data

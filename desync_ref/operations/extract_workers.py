@@ -70,9 +70,10 @@ _reader: ChunkFileReader | None = None
 # buffered writes only. Each worker makes its own writer (buffers and thread) from it.
 _direct_fd = -1
 _writer: direct.DirectWriter | None = None
-# Direct writes are used where a worker's buffers stay below this (a hostile index can
-# declare chunks of gigabytes: their writes go buffered).
-DIRECT_CAPACITY_MAX = 64 << 20
+# Direct writes are used where each of a worker's buffers (fs/direct.DEPTH of them) stays
+# below this: indexes with chunks of several MiB (or a hostile one declaring gigabytes) are
+# written buffered rather than have each worker hold 4 such buffers.
+DIRECT_CAPACITY_MAX = 8 << 20
 
 # A worker keeps its heap (operations/parallel.keep_heap): at most this much freed memory is
 # kept, and blocks up to this size come from the heap, so the memory freed after one chunk
