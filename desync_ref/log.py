@@ -53,18 +53,19 @@ class Logger:
             configure()
         return module.getLogger(self.name)  # type: ignore[no-any-return]
 
-    def debug(self, message: str, *args: object) -> None:
+    def _emit(self, level: str, message: str, args: tuple[object, ...]) -> None:
         if (target := self._target()) is not None:
-            target.debug(message, *args, stacklevel=2)
+            # stacklevel 3: the record names the caller of debug/info/..., not this module.
+            getattr(target, level)(message, *args, stacklevel=3)
+
+    def debug(self, message: str, *args: object) -> None:
+        self._emit("debug", message, args)
 
     def info(self, message: str, *args: object) -> None:
-        if (target := self._target()) is not None:
-            target.info(message, *args, stacklevel=2)
+        self._emit("info", message, args)
 
     def warning(self, message: str, *args: object) -> None:
-        if (target := self._target()) is not None:
-            target.warning(message, *args, stacklevel=2)
+        self._emit("warning", message, args)
 
     def error(self, message: str, *args: object) -> None:
-        if (target := self._target()) is not None:
-            target.error(message, *args, stacklevel=2)
+        self._emit("error", message, args)

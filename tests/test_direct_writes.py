@@ -5,6 +5,7 @@ buffered, and a failed direct write ends the run as any failed write does."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -12,7 +13,7 @@ import mmap
 import os
 import random
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from itertools import pairwise
 from pathlib import Path
 
@@ -243,12 +244,10 @@ def test_a_failed_direct_write_in_a_worker_ends_extract(tmp_path: Path, monkeypa
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out")] == []
 
 
-def test_no_direct_writes_into_an_existing_file(tmp_path: Path) -> None:
-    """-k over old data: pages may be cached and old bytes kept, so writes stay buffered."""
-    index_path, store, data = _made(tmp_path)
-    index = parse_index(index_path.read_bytes())
-    (tmp_path / "out").write_bytes(bytes(len(data)))
-    opened = []
+@contextlib.contextmanager
+def _counting_open_direct() -> Iterator[list[int]]:
+    """The descriptors fs/direct.open_direct is asked to reopen, while the block runs."""
+    opened: list[int] = []
     real = direct.open_direct
 
     def counting(fd: int) -> int:
@@ -257,6 +256,15 @@ def test_no_direct_writes_into_an_existing_file(tmp_path: Path) -> None:
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(direct, "open_direct", counting)
+        yield opened
+
+
+def test_no_direct_writes_into_an_existing_file(tmp_path: Path) -> None:
+    """-k over old data: pages may be cached and old bytes kept, so writes stay buffered."""
+    index_path, store, data = _made(tmp_path)
+    index = parse_index(index_path.read_bytes())
+    (tmp_path / "out").write_bytes(bytes(len(data)))
+    with _counting_open_direct() as opened:
         extract(index, LocalStore(store), tmp_path / "out", workers=2, processes=2, in_place=True)
     assert opened == []
     assert (tmp_path / "out").read_bytes() == data
@@ -273,15 +281,7 @@ def test_no_direct_writes_for_chunks_of_many_mebibytes(tmp_path: Path) -> None:
              tmp_path / "blob"])
     index = parse_index((tmp_path / "x.caibx").read_bytes())
     assert index.chunk_size_max + extract_workers.BATCH_BYTES > extract_workers.DIRECT_CAPACITY_MAX
-    opened = []
-    real = direct.open_direct
-
-    def counting(fd: int) -> int:
-        opened.append(fd)
-        return real(fd)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(direct, "open_direct", counting)
+    with _counting_open_direct() as opened:
         extract(index, LocalStore(tmp_path / "s"), tmp_path / "out", workers=2, processes=2)
     assert opened == []
     assert (tmp_path / "out").read_bytes() == data
