@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import errno
 import fcntl
+import json
 import mmap
 import os
 import random
@@ -285,3 +286,24 @@ def test_no_direct_writes_for_chunks_of_many_mebibytes(tmp_path: Path) -> None:
         extract(index, LocalStore(tmp_path / "s"), tmp_path / "out", workers=2, processes=2)
     assert opened == []
     assert (tmp_path / "out").read_bytes() == data
+
+
+def test_an_extract_copying_a_seed_writes_buffered(tmp_path: Path) -> None:
+    """A direct write that allocates holds the file's lock until the device has the data,
+    which stalled the workers copying seed data (extract_workers._direct_plan): with a seed,
+    the output goes through the page cache, as before direct writes."""
+    _direct_or_skip(tmp_path / "probe")
+    rng = random.Random(8)
+    own, shared = rng.randbytes(6 * MIB), rng.randbytes(6 * MIB)
+    (tmp_path / "blob").write_bytes(own + shared)
+    (tmp_path / "seed").write_bytes(shared)
+    for name in ("blob", "seed"):
+        run_cli(["make", "-s", tmp_path / "s", tmp_path / f"{name}.caibx", tmp_path / name])
+    pages = -(-12 * MIB // mmap.PAGESIZE)
+    run_cli(["extract", "-n", "2", "-s", tmp_path / "s", tmp_path / "blob.caibx", tmp_path / "plain"])
+    seeded = run_cli(["extract", "-n", "2", "--print-stats", "-s", tmp_path / "s",
+                      "--seed", tmp_path / "seed.caibx", tmp_path / "blob.caibx", tmp_path / "seeded"])
+    assert _resident_pages(tmp_path / "plain") < pages // 4  # direct
+    assert _resident_pages(tmp_path / "seeded") > pages // 2  # buffered
+    assert json.loads(seeded.stdout)["bytes-copied-from-seeds"] > 4 * MIB
+    assert (tmp_path / "seeded").read_bytes() == own + shared

@@ -114,7 +114,7 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     # The C library (ctypes) for _start's prctl and mallopt: opened once here, inherited,
     # rather than in every worker before its first task.
     libc()
-    _direct_fd = direct.open_direct(work.fd) if _direct_capacity(work) else -1
+    _direct_fd = direct.open_direct(work.fd) if _direct_plan(work, runs) else -1
     try:
         # The workers are forked here, each running _start once.
         with ForkPool(_run_task, processes, start=_start, finish=_finish,
@@ -265,6 +265,16 @@ def _write_store_direct(work: Assembler, reader: ChunkFileReader, writer: direct
         at = chunk.start - base
         buffer[at:at + chunk.size] = get(chunk) if data is None else data
     writer.submit(number, base, start, chunks[end - 1].end)
+
+
+def _direct_plan(work: Assembler, runs: list[Run]) -> bool:
+    """Whether the workers write direct: the output allows it (``_direct_capacity``) and no
+    seed is copied. A direct write that allocates blocks holds the file's lock until the
+    device has the data, and a worker copying seed data through the page cache waited for
+    it: a 1 GiB update from a seed (benchmarks/seed_update.py) took 3.0-3.7 s so, 2.4-3.0 s
+    buffered."""
+    return bool(_direct_capacity(work)) and not any(
+        run[0] == assembler.RUN_SEED for run in runs)
 
 
 def _direct_capacity(work: Assembler) -> int:
