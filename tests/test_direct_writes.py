@@ -143,7 +143,9 @@ def _is_direct(fd: int) -> bool:
     return bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_DIRECT)
 
 
-def test_a_refused_direct_write_goes_buffered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("code", [errno.EINVAL, errno.EOPNOTSUPP])
+def test_a_refused_direct_write_goes_buffered(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              code: int) -> None:
     _direct_or_skip(tmp_path / "probe")
     real = os.pwrite
     refused = []
@@ -151,7 +153,7 @@ def test_a_refused_direct_write_goes_buffered(tmp_path: Path, monkeypatch: pytes
     def refusing(fd: int, data: bytes, offset: int) -> int:
         if _is_direct(fd):
             refused.append(offset)
-            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+            raise OSError(code, os.strerror(code))
         return real(fd, data, offset)
 
     monkeypatch.setattr(os, "pwrite", refusing)

@@ -23,8 +23,8 @@ coherence per page, and warns of data corruption when a direct write meets a dir
 * Buffers are anonymous mappings (page aligned), offsets and lengths multiples of
   ``PAGE``: every logical block size up to 4096 is satisfied.
 * A file system that refuses ``O_DIRECT`` at open gives no writer (the caller writes
-  buffered); one that refuses a write (``EINVAL``) gets that write and every later one
-  through the page cache.
+  buffered); one that refuses a write (``EINVAL``, or any error on the first direct write)
+  gets that write and every later one through the page cache.
 
 The writes run in one thread per writer, so a worker reads and checks the next piece while
 the device takes the last one (a direct write returns only when the device has the data).
@@ -78,6 +78,7 @@ class DirectWriter:
         self._held: set[int] = set()  # taken and not submitted: drain waits for none of them
         self._error: OSError | None = None
         self._direct = True  # False once the file system refused a direct write
+        self._proven = False  # True once a direct write went through
         self._thread = threading.Thread(target=self._run, name="direct-writer", daemon=True)
         self._thread.start()
 
@@ -160,10 +161,14 @@ class DirectWriter:
             try:
                 written = os.pwrite(self.direct_fd, data[done:], offset + done)
             except OSError as exc:
-                if exc.errno != errno.EINVAL:
+                if exc.errno != errno.EINVAL and self._proven:
                     raise
-                self._direct = False  # refused here: this write and the next go buffered
+                # Refused here (EINVAL), or the first direct write failed at all (a file
+                # system may say "not supported" its own way): this write and the next go
+                # buffered, where a real error (a full disk) is raised again.
+                self._direct = False
                 break
+            self._proven = True
             if written <= 0:
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
             if written % PAGE:
