@@ -96,8 +96,9 @@ def _write_ranges(path: Path, content: bytes, fail: Callable[[int, int], bool] |
             os.close(fd)
 
 
-def _resident_pages(path: Path) -> int:
-    """How many of the file's pages are in the page cache (mincore on a mapping of it)."""
+def _resident_pages(path: Path, start: int = 0, stop: int | None = None) -> int:
+    """How many of the file's pages (from ``start`` to ``stop``) are in the page cache
+    (mincore on a mapping of it)."""
     size = path.stat().st_size
     libc = ctypes.CDLL(None, use_errno=True)
     with open(path, "r+b") as f, mmap.mmap(f.fileno(), size) as mapping:
@@ -107,7 +108,8 @@ def _resident_pages(path: Path) -> int:
         try:
             if libc.mincore(ctypes.c_void_p(address), ctypes.c_size_t(size), vector) != 0:
                 raise OSError(ctypes.get_errno(), "mincore")
-            return sum(v & 1 for v in vector)
+            end = pages if stop is None else -(-stop // mmap.PAGESIZE)
+            return sum(v & 1 for v in vector[start // mmap.PAGESIZE:end])
         finally:
             del address
 
@@ -309,3 +311,21 @@ def test_an_extract_copying_a_seed_writes_buffered(tmp_path: Path) -> None:
     assert _resident_pages(tmp_path / "seeded") > pages // 2  # buffered
     assert json.loads(seeded.stdout)["bytes-copied-from-seeds"] > 4 * MIB
     assert (tmp_path / "seeded").read_bytes() == own + shared
+
+
+def test_the_sources_of_self_seed_runs_are_written_buffered(tmp_path: Path) -> None:
+    """The parent copies self-seed runs after the workers, reading their sources back: those
+    units go through the page cache (extract_workers._self_sources), the others direct."""
+    _direct_or_skip(tmp_path / "probe")
+    rng = random.Random(12)
+    repeated, other = rng.randbytes(6 * MIB), rng.randbytes(6 * MIB)
+    data = repeated + other + repeated
+    (tmp_path / "blob").write_bytes(data)
+    run_cli(["make", "-s", tmp_path / "s", tmp_path / "x.caibx", tmp_path / "blob"])
+    done = run_cli(["extract", "-n", "2", "--print-stats", "-s", tmp_path / "s",
+                    tmp_path / "x.caibx", tmp_path / "out"])
+    assert json.loads(done.stdout)["bytes-copied-from-seeds"] > 5 * MIB  # the repeat
+    third = 6 * MIB // mmap.PAGESIZE
+    assert _resident_pages(tmp_path / "out", 0, 6 * MIB) > third * 3 // 4  # source: buffered
+    assert _resident_pages(tmp_path / "out", 6 * MIB, 12 * MIB) < third // 4  # direct
+    assert (tmp_path / "out").read_bytes() == data

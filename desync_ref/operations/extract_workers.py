@@ -37,6 +37,8 @@ from __future__ import annotations
 import gc
 import os
 import signal
+from bisect import bisect_left
+from itertools import accumulate
 
 from desync_ref.fs import direct
 from desync_ref.fs.libc import libc
@@ -70,6 +72,10 @@ _reader: ChunkFileReader | None = None
 # buffered writes only. Each worker makes its own writer (buffers and thread) from it.
 _direct_fd = -1
 _writer: direct.DirectWriter | None = None
+# Units (indexes into _units) written through the page cache although the writer could
+# write them direct: the sources of self-seed runs, which the parent reads back after the
+# workers (from memory then, not from the device).
+_buffered: frozenset[int] = frozenset()
 # Direct writes are used where each of a worker's buffers (fs/direct.DEPTH of them) stays
 # below this: indexes with chunks of several MiB (or a hostile one declaring gigabytes) are
 # written buffered rather than have each worker hold 4 such buffers.
@@ -101,7 +107,7 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     """Write the runs of a checked plan with ``processes`` worker processes."""
     from desync_ref.operations.forkpool import ForkPool  # here: small extracts never need it
 
-    global _work, _units, _direct_fd
+    global _work, _units, _direct_fd, _buffered
     units = work.units(runs)
     parallel = [u for u in units if u[0][0] in (assembler.RUN_STORE, assembler.RUN_SEED)]
     tasks = _tasks(work, parallel, processes)
@@ -115,6 +121,8 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     # rather than in every worker before its first task.
     libc()
     _direct_fd = direct.open_direct(work.fd) if _direct_plan(work, runs) else -1
+    if _direct_fd >= 0:
+        _buffered = _self_sources(work, runs, parallel)
     try:
         # The workers are forked here, each running _start once.
         with ForkPool(_run_task, processes, start=_start, finish=_finish,
@@ -139,7 +147,7 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
     finally:
         if _direct_fd >= 0:
             os.close(_direct_fd)
-        _work, _units, _direct_fd = None, [], -1
+        _work, _units, _direct_fd, _buffered = None, [], -1, frozenset()
         gc.unfreeze()
         if bar is not None:
             bar.close()
@@ -209,10 +217,11 @@ def _run_task(task: tuple[int, int]) -> Counts:
     work = _work
     assert work is not None
     chunks = seeds = store = copied = cloned = 0
-    reader, writer = _reader, _writer
-    for unit in _units[task[0]:task[1]]:
+    reader, writer, buffered = _reader, _writer, _buffered
+    for number in range(task[0], task[1]):
+        unit = _units[number]
         if reader is not None and unit[0][0] == assembler.RUN_STORE:
-            if writer is not None:
+            if writer is not None and number not in buffered:
                 _write_store_direct(work, reader, writer, unit[1], unit[2])
             else:
                 _write_store(work, reader, unit[1], unit[2])
@@ -275,6 +284,25 @@ def _direct_plan(work: Assembler, runs: list[Run]) -> bool:
     buffered."""
     return bool(_direct_capacity(work)) and not any(
         run[0] == assembler.RUN_SEED for run in runs)
+
+
+def _self_sources(work: Assembler, runs: list[Run], units: list[Unit]) -> frozenset[int]:
+    """The units (indexes into ``units``) whose bytes some self-seed run copies."""
+    chunks = work.chunks
+    sources = sorted((chunks[run[4]].start, chunks[run[4] + run[2] - run[1] - 1].end)
+                     for run in runs if run[0] == assembler.RUN_SELF)
+    if not sources:
+        return frozenset()
+    starts = [start for start, _ in sources]
+    reach = list(accumulate((stop for _, stop in sources), max))  # furthest end so far
+    found = set()
+    for number, (_, first, end) in enumerate(units):
+        start, stop = chunks[first].start, chunks[end - 1].end
+        # A source overlaps [start, stop) if it begins before stop and reaches past start.
+        before = bisect_left(starts, stop)
+        if before and reach[before - 1] > start:
+            found.add(number)
+    return frozenset(found)
 
 
 def _direct_capacity(work: Assembler) -> int:
