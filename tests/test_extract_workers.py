@@ -211,3 +211,23 @@ def test_tasks_cover_the_units_in_order_and_shrink_towards_the_end() -> None:
     # The last tasks are of one unit: the workers run out of work within 1 MiB of each other.
     assert sizes[-4:] == [1, 1, 1, 1]
     assert sizes == sorted(sizes, reverse=True)
+
+
+def test_self_seed_runs_chained_and_overlapping_as_the_threads_write_them(tmp_path: Path) -> None:
+    """Self-seed runs are written while the workers still work, each once the tasks holding
+    its source are done (extract_workers._self_runs): repeats of repeats, a repeat right
+    after its source and a repeat of a stretch with zeros all come out as the thread path
+    writes them."""
+    rng = random.Random(31)
+    a, b = rng.randbytes(3 * MIB + 1234), rng.randbytes(2 * MIB)
+    zeros_inside = rng.randbytes(MIB) + bytes(300_000) + rng.randbytes(700_000)
+    blob = a + b + a + a + zeros_inside + b + a + zeros_inside + rng.randbytes(5 * MIB)
+    (tmp_path / "blob").write_bytes(blob)
+    run_cli(["make", "-s", tmp_path / "s", "-m", "16:64:256", tmp_path / "x.caibx", tmp_path / "blob"])
+    index = parse_index((tmp_path / "x.caibx").read_bytes())
+    threads = extract(index, LocalStore(tmp_path / "s"), tmp_path / "threads", workers=2)
+    processes = extract(index, LocalStore(tmp_path / "s"), tmp_path / "processes", workers=2,
+                        processes=2)
+    assert processes == threads
+    assert processes.chunks_from_seeds > 100  # the repeats came from earlier in the output
+    assert (tmp_path / "processes").read_bytes() == blob

@@ -5,11 +5,12 @@ is waited for but CPU, so extract forks worker processes instead. Each inherits 
 the open output and the store, and for its pieces of the plan reads, decompresses,
 verifies and ``pwrite``s the chunks itself (zero blocks as holes, as the thread path does);
 only piece numbers go to the workers and counts (or an error) come back. What the parent
-does meanwhile: zero runs (holes over old data) and in-place runs; after the workers,
-the self-seed runs in plan order, since their source may lie in any worker's share.
+does meanwhile: zero runs (holes over old data) and in-place runs, then the self-seed
+runs in plan order, each once the tasks holding its source are done (``_self_runs``).
 Tasks are handed out so that ``2 * processes`` of them (of about TASK_BYTES each, smaller
-at the end) run at any time, whatever the size of the output; their results (counts) are taken in plan order,
-so the first error in plan order is the one reported (the thread path's rule).
+at the end) run at any time, whatever the size of the output; their results (counts) are
+taken in plan order, so the first error in plan order is the one reported (the thread
+path's rule).
 
 The workers are forked by operations/forkpool.py (``os.fork``, one shared task pipe and a
 result pipe per worker, no ``multiprocessing``: its imports and threads cost tens of
@@ -38,6 +39,7 @@ import gc
 import os
 import signal
 from bisect import bisect_left
+from collections import deque
 from itertools import accumulate
 
 from desync_ref.fs import direct
@@ -52,6 +54,7 @@ from desync_ref.operations.assemble import (
     assembler,
 )
 from desync_ref.operations.parallel import die_with_parent, keep_heap, start_writeback
+from desync_ref.progress import Bar
 from desync_ref.stores import Store
 from desync_ref.stores.local import ChunkFileReader, LocalStore
 
@@ -136,14 +139,21 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
                 if run[0] in (assembler.RUN_ZERO, assembler.RUN_IN_PLACE):
                     work.write(run, first, end, Done([]))
                     bar.update(end - first)
+            # Self-seed runs, in plan order, each as soon as the tasks holding its source
+            # are done (the rest of the source the parent wrote already).
+            selfs = _self_runs(work, units, parallel, tasks)
+            done = 0
+            while selfs and selfs[0][0] <= done:
+                _write_self(work, selfs.popleft()[1], bar)
             for counts in results:
                 work.count(Done([], from_seed=counts[1], from_store=counts[2],
                                 copied=counts[3], cloned=counts[4]))
                 bar.update(counts[0])
-        for run, first, end in units:  # sources all written now: earlier runs, any share
-            if run[0] == assembler.RUN_SELF:
-                work.write(run, first, end, Done([]))
-                bar.update(end - first)
+                done += 1
+                while selfs and selfs[0][0] <= done:
+                    _write_self(work, selfs.popleft()[1], bar)
+        while selfs:  # (none left: every task is done; kept for safety's sake)
+            _write_self(work, selfs.popleft()[1], bar)
     finally:
         if _direct_fd >= 0:
             os.close(_direct_fd)
@@ -152,6 +162,37 @@ def run_plan(work: Assembler, runs: list[Run], processes: int) -> ExtractStats:
         if bar is not None:
             bar.close()
     return work.stats
+
+
+def _self_runs(work: Assembler, units: list[Unit], parallel: list[Unit],
+               tasks: list[tuple[int, int]]) -> deque[tuple[int, Unit]]:
+    """The self-seed units in plan order, each with how many task results (taken in plan
+    order) must be in before all of its source is written. A source lies earlier in the
+    output: in store or seed units (written, through the page cache, before their task's
+    result comes back: a unit some self-seed run copies from is never written direct), in
+    zero or in-place runs (the parent's, written first) or in earlier self-seed runs."""
+    chunks = work.chunks
+    task_of = [0] * len(parallel)
+    for number, (lo, hi) in enumerate(tasks):
+        task_of[lo:hi] = [number] * (hi - lo)
+    starts = [chunks[first].start for _, first, _ in parallel]
+    found: deque[tuple[int, Unit]] = deque()
+    for unit in units:
+        run, first, end = unit
+        if run[0] != assembler.RUN_SELF:
+            continue
+        source_end = chunks[run[4] + (end - first) - 1].end
+        last = bisect_left(starts, source_end) - 1  # the last parallel unit starting before
+        found.append((0 if last < 0 else task_of[last] + 1, unit))
+    return found
+
+
+def _write_self(work: Assembler, unit: Unit, bar: Bar) -> None:
+    run, first, end = unit
+    work.write(run, first, end, Done([]))
+    start = work.chunks[first].start
+    start_writeback(work.fd, start, work.chunks[end - 1].end - start)
+    bar.update(end - first)
 
 
 def _tasks(work: Assembler, units: list[Unit], processes: int) -> list[tuple[int, int]]:
