@@ -29,6 +29,7 @@ from desync_ref.errors import (
 )
 
 if TYPE_CHECKING:
+    import logging
     from types import FrameType
 
 PROG = "desync-ref"
@@ -203,19 +204,13 @@ def setup_logging(verbose: bool) -> None:
 
     if not verbose:
         # Without --verbose, logging is not even imported (desync_ref/log.py): the library's
-        # loggers are silenced only if something else loads it and a record comes.
-        if "logging" in sys.modules:  # loaded already (a second main() in one process)
-            library_log.before_first_record(None)
-            _silence_library()
-        else:
-            library_log.before_first_record(_silence_library)
+        # loggers are silenced before their first record, if something else loads it.
+        library_log.before_first_record(_silence_library)
         return
     library_log.before_first_record(None)
     import logging
 
-    logger = logging.getLogger("desync_ref")
-    for old in list(logger.handlers):  # main() may run more than once in one process
-        logger.removeHandler(old)
+    logger = _library_logger()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logger.addHandler(handler)
@@ -227,11 +222,20 @@ def _silence_library() -> None:
     """The library's records go nowhere (and not to logging's last-resort stderr handler)."""
     import logging
 
-    logger = logging.getLogger("desync_ref")
-    for old in list(logger.handlers):  # main() may run more than once in one process
-        logger.removeHandler(old)
+    logger = _library_logger()
     logger.addHandler(logging.NullHandler())
     logger.propagate = False
+
+
+def _library_logger() -> logging.Logger:
+    """The library's logger (``desync_ref``), without the handlers an earlier ``main()`` in
+    this process gave it."""
+    import logging
+
+    logger = logging.getLogger("desync_ref")
+    for old in list(logger.handlers):
+        logger.removeHandler(old)
+    return logger
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:

@@ -69,7 +69,6 @@ class DirectWriter:
     def __init__(self, fd: int, direct_fd: int, *, capacity: int, block: int,
                  holes: bool) -> None:
         self.fd, self.direct_fd, self.block, self.holes = fd, direct_fd, block, holes
-        self.capacity = capacity
         self._views = [memoryview(mmap.mmap(-1, capacity)) for _ in range(DEPTH)]
         self._free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for number in range(DEPTH):
@@ -172,9 +171,9 @@ class DirectWriter:
             if written <= 0:
                 raise OSError(errno.EIO, os.strerror(errno.EIO))
             if written % PAGE:
-                # A short write that ends inside a page (a nearly full disk): the rest of
-                # this page may not go direct now, and the page cache must not take part of
-                # a page written direct either; the next write tells the error.
+                # A short write that ends inside a page: the rest of this page may not go
+                # direct now, and the page cache must not take part of a page written
+                # direct either. Only a nearly full disk cuts a direct write so: said so.
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             done += written
         if done < len(data):

@@ -26,10 +26,14 @@ from typing import Any, Protocol
 
 from desync_ref.errors import DesyncRefError
 from desync_ref.formats.index import Index
+from desync_ref.log import get_logger
 from desync_ref.mount.table import EntryTable, build_table, file_blocks
 from desync_ref.operations.chunk_source import ChunkSource
 from desync_ref.operations.parallel import ordered_map
 from desync_ref.stores import Store
+
+# A chunk that cannot be had is said where the mount's messages go (cli/mount_index.py).
+log = get_logger("desync_ref.mount")
 
 # Decoded chunks kept between reads (a sequential reader asks for 128 KiB at a time, so
 # one chunk serves many reads; a few readers at once each keep theirs).
@@ -156,9 +160,7 @@ class TreeOperations:
         except DesyncRefError as exc:
             # A chunk that cannot be had: the reader sees EIO; say why where the mount's
             # messages go.
-            from desync_ref.log import get_logger
-
-            get_logger("desync_ref.mount").error("%s", exc)
+            log.error("%s", exc)
             raise _fail(errno.EIO) from None
 
     def _entry(self, path: str) -> int:

@@ -178,11 +178,10 @@ def _self_runs(work: Assembler, units: list[Unit], parallel: list[Unit],
     starts = [chunks[first].start for _, first, _ in parallel]
     found: deque[tuple[int, Unit]] = deque()
     for unit in units:
-        run, first, end = unit
+        run = unit[0]  # a self-seed run is one unit, whole
         if run[0] != assembler.RUN_SELF:
             continue
-        source_end = chunks[run[4] + (end - first) - 1].end
-        last = bisect_left(starts, source_end) - 1  # the last parallel unit starting before
+        last = bisect_left(starts, _source(work, run)[1]) - 1  # the last unit starting before
         found.append((0 if last < 0 else task_of[last] + 1, unit))
     return found
 
@@ -330,8 +329,7 @@ def _direct_plan(work: Assembler, runs: list[Run]) -> bool:
 def _self_sources(work: Assembler, runs: list[Run], units: list[Unit]) -> frozenset[int]:
     """The units (indexes into ``units``) whose bytes some self-seed run copies."""
     chunks = work.chunks
-    sources = sorted((chunks[run[4]].start, chunks[run[4] + run[2] - run[1] - 1].end)
-                     for run in runs if run[0] == assembler.RUN_SELF)
+    sources = sorted(_source(work, run) for run in runs if run[0] == assembler.RUN_SELF)
     if not sources:
         return frozenset()
     starts = [start for start, _ in sources]
@@ -344,6 +342,12 @@ def _self_sources(work: Assembler, runs: list[Run], units: list[Unit]) -> frozen
         if before and reach[before - 1] > start:
             found.add(number)
     return frozenset(found)
+
+
+def _source(work: Assembler, run: Run) -> tuple[int, int]:
+    """The bytes a self-seed run copies: (start, end) in the output (assemble.write_self)."""
+    chunks = work.chunks
+    return chunks[run[4]].start, chunks[run[4] + run[2] - run[1] - 1].end
 
 
 def _direct_capacity(work: Assembler) -> int:

@@ -207,15 +207,9 @@ class ForkPool(Generic[T, R]):
                 poll.unregister(fd)
                 self._broken = True
                 continue
-            buffer = worker.buffer
-            buffer += data
-            while len(buffer) >= _HEAD.size:
-                number, kind, length = _HEAD.unpack_from(buffer)
-                end = _HEAD.size + length
-                if len(buffer) < end:
-                    break
-                self._results[number] = kind, _decode(kind, bytes(buffer[_HEAD.size:end]))
-                del buffer[:end]
+            worker.buffer += data
+            for number, kind, payload in _records(worker.buffer):
+                self._results[number] = kind, _decode(kind, payload)
                 self._out -= 1
 
     def _stop(self, kill: bool) -> None:
@@ -262,21 +256,28 @@ _FINISH = -1
 def _final_errors(worker: _Worker) -> list[BaseException]:
     """Read a worker's result pipe to its end (the worker has no tasks left: it runs
     ``finish`` and exits) and return the error its ``finish`` reported, if any."""
-    buffer = worker.buffer
     while data := os.read(worker.results, 1 << 16):
-        buffer += data
+        worker.buffer += data
     errors: list[BaseException] = []
+    for number, kind, payload in _records(worker.buffer):
+        if number == _FINISH and kind == _RAISED:
+            error = _decode(kind, payload)
+            assert isinstance(error, BaseException)
+            errors.append(error)
+    return errors
+
+
+def _records(buffer: bytearray) -> Iterator[tuple[int, int, bytes]]:
+    """The whole records at the front of ``buffer`` (number, kind, payload), each removed
+    from it as it is taken; a record not yet whole stays."""
     while len(buffer) >= _HEAD.size:
         number, kind, length = _HEAD.unpack_from(buffer)
         end = _HEAD.size + length
         if len(buffer) < end:
-            break
-        if number == _FINISH and kind == _RAISED:
-            error = _decode(kind, bytes(buffer[_HEAD.size:end]))
-            assert isinstance(error, BaseException)
-            errors.append(error)
+            return
+        payload = bytes(buffer[_HEAD.size:end])
         del buffer[:end]
-    return errors
+        yield number, kind, payload
 
 
 def _serve(run: Callable[[T], object], start: Callable[[int], None] | None,
